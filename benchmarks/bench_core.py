@@ -1,0 +1,131 @@
+"""Core benchmarks: wrapper overhead, onnxruntime vs torch eager, export time.
+
+Run with ``make bench`` (or ``python benchmarks/bench_core.py``). Every figure is a ratio
+of two things measured side by side in this process, as the median over interleaved
+rounds; absolute times on a shared, noisy machine mean little. Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import onnxruntime as ort
+from _timing import compare, table
+
+import onnxbridge as ob
+from tests import models
+
+warnings.filterwarnings("ignore")
+torch.set_num_threads(1)
+
+
+def _session(art: ob.Artifact) -> ob.Session:
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return art.session(providers=["cpu"], threads=1, options=options)
+
+
+def main() -> None:
+    """Print the three benchmark tables."""
+    cases = {
+        "MLP 8-16-3": (models.mlp().eval(), torch.randn(1, 8)),
+        "digits CNN": (models.DigitsCNN().eval(), torch.randn(1, 1, 8, 8)),
+        "TransformerEncoder (2x32, seq 16)": (models.transformer_encoder().eval(), torch.randn(1, 16, 32)),
+    }
+    artifacts = {name: ob.export(m, x, dynamic_axes="batch") for name, (m, x) in cases.items()}
+
+    print("## (a) onnxbridge Session.run vs raw InferenceSession.run, batch 1 (target: <= 1.10x or <= 2 us)\n")
+    rows = []
+    for name in ("MLP 8-16-3", "digits CNN"):
+        sess = _session(artifacts[name])
+        raw = sess.ort_session
+        x = cases[name][1].numpy()
+        feeds = {"input": x}
+        result = compare(lambda s=sess, f=feeds: s.run(f), lambda r=raw, f=feeds: r.run(None, f), calls=2000)
+        overhead = (result.a_seconds - result.b_seconds) * 1e6
+        rows.append(
+            [
+                name,
+                f"{result.b_seconds * 1e6:.1f} us",
+                f"{result.a_seconds * 1e6:.1f} us",
+                f"{result.ratio:.3f}x",
+                f"{overhead:+.2f} us",
+            ]
+        )
+    print(table(["model", "raw run", "Session.run", "ratio", "overhead"], rows))
+
+    print("\n## (b) onnxruntime through onnxbridge vs torch eager, batch 1, 1 thread each (target: >= 2x)\n")
+    rows = []
+    for name, (model, x) in cases.items():
+        sess = _session(artifacts[name])
+        feeds = {"input": x.numpy()}
+
+        def eager(m=model, t=x):
+            with torch.no_grad():
+                return m(t)
+
+        result = compare(eager, lambda s=sess, f=feeds: s.run(f), calls=300)
+        rows.append(
+            [name, f"{result.a_seconds * 1e6:.0f} us", f"{result.b_seconds * 1e6:.0f} us", f"{result.ratio:.1f}x"]
+        )
+    print(table(["model", "torch eager", "onnxbridge session", "speed-up"], rows))
+
+    print("\n## (c) export time: onnxbridge.export vs torch.onnx.export called directly (target: <= 1.10x)\n")
+    rows = []
+    for name in ("MLP 8-16-3", "digits CNN"):
+        model, x = cases[name]
+        for exporter in ("dynamo", "torchscript"):
+            dynamo = exporter == "dynamo"
+
+            def direct(m=model, t=x, dyn=dynamo):
+                if dyn:
+                    batch = torch.export.Dim("batch")
+                    torch.onnx.export(
+                        m,
+                        (t.repeat(2, *[1] * (t.dim() - 1)),),
+                        dynamo=True,
+                        verbose=False,
+                        input_names=["input"],
+                        output_names=["output"],
+                        dynamic_shapes=({0: batch},),
+                    )
+                else:
+                    torch.onnx.export(
+                        m,
+                        (t,),
+                        io.BytesIO(),
+                        dynamo=False,
+                        input_names=["input"],
+                        output_names=["output"],
+                        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                    )
+
+            def bridged(m=model, t=x, e=exporter):
+                ob.export(m, t, dynamic_axes="batch", exporter=e)
+
+            rounds, calls = (5, 1) if dynamo else (9, 10)
+            result = compare(bridged, direct, rounds=rounds, calls=calls)
+            rows.append(
+                [
+                    name,
+                    exporter,
+                    f"{result.b_seconds * 1e3:.0f} ms",
+                    f"{result.a_seconds * 1e3:.0f} ms",
+                    f"{result.ratio:.2f}x",
+                ]
+            )
+    print(table(["model", "exporter", "torch.onnx.export", "onnxbridge.export", "ratio"], rows))
+    print(f"\ntorch {torch.__version__}, onnxruntime {ort.__version__}, measured {time.strftime('%Y-%m-%d')}")
+
+
+if __name__ == "__main__":
+    main()

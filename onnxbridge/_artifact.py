@@ -1,0 +1,273 @@
+"""The Artifact: an exported ONNX model and everything known about it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from onnxbridge import _graph, _serialization, _validation
+from onnxbridge._adapter import Exported, Feeds, ReferenceFn
+from onnxbridge._axes import DynamicAxes
+from onnxbridge._errors import InputError, ValidationError
+from onnxbridge._session import Session, as_feeds
+from onnxbridge._version import __version__
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxbridge._providers import ProviderSpec
+
+__all__ = ["Artifact", "load"]
+
+
+class Artifact:
+    """An ONNX model with its provenance, ready to validate, run and save.
+
+    Returned by :func:`onnxbridge.export` and :func:`onnxbridge.load`.
+
+    Attributes:
+        model: The ``onnx.ModelProto``.
+        framework: Framework the model came from (``"torch"``, ``"onnx"``, ...).
+        framework_version: Version of that framework at export time.
+        exporter: The converter that produced the graph.
+        dynamic_axes: Declared dynamic axes, ``{tensor: {axis: dim_name}}``.
+        export_notes: What onnxbridge did on the user's behalf during export.
+        validation: The last :class:`ValidationReport`, or ``None``.
+    """
+
+    def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
+        self.model: onnx.ModelProto = exported.model
+        self.framework = exported.framework
+        self.framework_version = exported.framework_version
+        self.exporter = exported.exporter
+        self.dynamic_axes: DynamicAxes = exported.dynamic_axes
+        self.export_notes: tuple[str, ...] = tuple(exported.notes)
+        self.validation: _validation.ValidationReport | None = None
+        self._sample = exported.sample
+        self._reference: ReferenceFn | None = exported.reference
+        self._reference_outputs = exported.reference_outputs
+        self._path = path
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        """Graph inputs, in order (initializers excluded)."""
+        return [v.name for v in _graph.inputs(self.model)]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Graph outputs, in order."""
+        return [o.name for o in self.model.graph.output]
+
+    @property
+    def opset(self) -> int:
+        """Version of the default ONNX domain (``ai.onnx``) the model uses."""
+        return next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+    @property
+    def has_source(self) -> bool:
+        """Whether the source model is at hand to compare against."""
+        return self._reference is not None
+
+    def __repr__(self) -> str:
+        return (
+            f"Artifact(framework={self.framework!r}, exporter={self.exporter!r}, opset={self.opset}, "
+            f"inputs={self.input_names}, outputs={self.output_names}, dynamic_axes={self.dynamic_axes})"
+        )
+
+    # -- validation -----------------------------------------------------------------------
+    def validate(
+        self,
+        *,
+        rtol: float = 1e-3,
+        atol: float = 1e-5,
+        samples: Iterable[Any] | None = None,
+        raise_on_failure: bool = True,
+    ) -> _validation.ValidationReport:
+        """Check the model's structure, its dynamic axes, and its outputs against the source.
+
+        1. ``onnx.checker`` with full shape inference.
+        2. Every declared dynamic axis is symbolic in the graph.
+        3. onnxruntime's outputs agree with the source framework within ``rtol``/``atol``
+           on the export sample, on copies of it resized along each dynamic axis, and
+           on ``samples``. A loaded artifact compares with the reference outputs
+           recorded at export time, if the file kept them.
+
+        Args:
+            rtol: Relative tolerance, as in ``numpy.allclose``.
+            atol: Absolute tolerance.
+            samples: Extra inputs, each a dict by input name, a list in input order, or
+                one array for single-input models. Needs the source model.
+            raise_on_failure: Raise :class:`ValidationError` on failure; otherwise return
+                the report with ``ok == False``.
+
+        Returns:
+            The report; also kept as ``artifact.validation``.
+        """
+        report = _validation.ValidationReport(rtol=rtol, atol=atol)
+        report.checks.append(_validation.check_structure(self.model))
+        report.checks.append(_validation.check_symbolic_axes(self.model, self.dynamic_axes))
+        extra = [as_feeds(s, self.input_names, f"samples[{i}]") for i, s in enumerate(samples or [])]
+        self._check_parity(report, extra)
+        self.validation = report
+        if not report.ok and raise_on_failure:
+            lines = "\n  - ".join(report.failures)
+            raise ValidationError(
+                f"Validation of the {self.framework} export failed:\n  - {lines}\n{report}\n"
+                "Look at the failing cases above: a fixed axis means the exporter specialised a size "
+                "(re-export with that axis in dynamic_axes); value errors past tolerance mean the ONNX "
+                "model computes something else (try exporter='torchscript'/'dynamo' or another opset). "
+                "Pass raise_on_failure=False to get the report without raising.",
+                report,
+            )
+        return report
+
+    def _check_parity(self, report: _validation.ValidationReport, extra: list[Feeds]) -> None:
+        if self._reference is None and extra:
+            raise InputError(
+                "validate(samples=...) needs the source model to compute expected outputs, and this artifact "
+                "has none (it was loaded from a file). Validate right after export, or drop samples=."
+            )
+        reference: ReferenceFn | Mapping[str, Feeds]
+        if self._reference is not None and self._sample is not None:
+            cases = _validation.variants(self._sample, self.dynamic_axes, list(self._sample))
+            cases += [(f"samples[{i}]", feeds) for i, feeds in enumerate(extra)]
+            reference = self._reference
+        elif self._sample is not None and self._reference_outputs is not None:
+            cases, reference = [("recorded sample", self._sample)], {"recorded sample": self._reference_outputs}
+        else:
+            why = "no source model and no recorded reference outputs"
+            report.checks.append(_validation.Check(_validation.PARITY, None, why))
+            return
+        try:
+            session = self.session(providers=["cpu"])
+        except Exception as err:  # noqa: BLE001 - an unloadable model is a validation failure
+            report.checks.append(
+                _validation.Check(_validation.PARITY, False, f"onnxruntime cannot load the model: {err}")
+            )
+            report.errors.append(str(err))
+            return
+        check, comparisons, errors = _validation.check_parity(session, cases, reference, report.rtol, report.atol)
+        report.checks.append(check)
+        report.comparisons.extend(comparisons)
+        report.errors.extend(errors)
+
+    # -- running --------------------------------------------------------------------------
+    def session(
+        self,
+        providers: Sequence[ProviderSpec] | str | None = None,
+        *,
+        strict: bool = False,
+        threads: int | None = None,
+        options: Any = None,
+    ) -> Session:
+        """An onnxruntime session for this model.
+
+        Args:
+            providers: Execution providers in order of preference, by full name or
+                short alias (``"cuda"``, ``"cpu"``, ``"tensorrt"``...), optionally as
+                ``(name, options)`` pairs. ``None`` picks the best available
+                accelerator, then CPU.
+            strict: Raise :class:`ProviderError` instead of falling back when a
+                requested provider is unavailable or fails to load.
+            threads: Intra-op thread count (``None``: onnxruntime's default).
+            options: An ``onnxruntime.SessionOptions`` to start from.
+
+        Returns:
+            A :class:`Session`; ``session.providers`` lists the providers really active.
+        """
+        if self.model.ByteSize() > _serialization.PROTOBUF_LIMIT:
+            if self._path is None:
+                self._path = Path(tempfile.mkdtemp(prefix="onnxbridge-")) / "model.onnx"
+                self.save(self._path, external_data=True)
+            return Session(str(self._path), providers, strict=strict, threads=threads, options=options)
+        return Session(self.model.SerializeToString(), providers, strict=strict, threads=threads, options=options)
+
+    # -- files ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None, reference: bool = True) -> Path:
+        """Write a standard ``.onnx`` file, atomically, with onnxbridge's facts as metadata.
+
+        Args:
+            path: Destination file.
+            external_data: Store weights in ``<name>.data`` beside the model. ``None``
+                does so only past protobuf's 2 GB limit.
+            reference: Embed the export sample and the source's outputs on it (when
+                under 1 MiB) so a loaded artifact can still check numeric parity.
+
+        Returns:
+            The path written.
+        """
+        facts: dict[str, Any] = {
+            "version": __version__,
+            "framework": self.framework,
+            "framework_version": self.framework_version,
+            "exporter": self.exporter,
+            "dynamic_axes": {name: {str(a): d for a, d in axes.items()} for name, axes in self.dynamic_axes.items()},
+            "export_notes": list(self.export_notes),
+            "validation": self.validation.summary() if self.validation is not None else None,
+        }
+        if reference and self._sample is not None:
+            outputs = self._reference_outputs
+            if outputs is None and self._reference is not None:
+                outputs = self._reference(self._sample)
+            if outputs is not None:
+                facts["reference"] = _serialization.encode_reference(self._sample, outputs)
+        _serialization.set_metadata(self.model, facts)
+        return _serialization.save_model(self.model, path, external_data=external_data)
+
+
+def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exported:
+    """The facts of an ONNX model, from onnxbridge's metadata where the file has it."""
+    meta = _serialization.get_metadata(model)
+    if "dynamic_axes" in meta:
+        axes = {n: {int(a): d for a, d in dims.items()} for n, dims in json.loads(meta["dynamic_axes"]).items()}
+    else:
+        axes = symbolic_axes(model)
+    reference_sample, reference_outputs = None, None
+    if "reference" in meta and sample is None:
+        reference_sample, reference_outputs = _serialization.decode_reference(meta["reference"])
+    return Exported(
+        model=model,
+        framework=meta.get("framework", "onnx"),
+        framework_version=meta.get("framework_version", "unknown"),
+        exporter=meta.get("exporter", model.producer_name or "unknown"),
+        dynamic_axes=axes,
+        sample=sample if sample is not None else reference_sample,
+        reference_outputs=reference_outputs,
+        notes=json.loads(meta.get("export_notes", "[]")),
+    )
+
+
+def symbolic_axes(model: onnx.ModelProto) -> DynamicAxes:
+    """The symbolic (or unknown) dimensions of a graph's inputs and outputs."""
+    axes: DynamicAxes = {}
+    for value in [*model.graph.input, *model.graph.output]:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = {
+            axis: dim.dim_param or f"{value.name}_dim{axis}"
+            for axis, dim in enumerate(value.type.tensor_type.shape.dim)
+            if not dim.HasField("dim_value")
+        }
+        if dims:
+            axes[value.name] = dims
+    initializers = {i.name for i in model.graph.initializer}
+    return {k: v for k, v in axes.items() if k not in initializers}
+
+
+def load(path: str | os.PathLike[str]) -> Artifact:
+    """Load an ``.onnx`` file as an :class:`Artifact`.
+
+    onnxbridge's metadata (framework, exporter, dynamic axes, recorded reference
+    outputs) is restored when present; any other ONNX file loads too.
+
+    Raises:
+        ModelFileError: The file is missing, empty, truncated, not ONNX, or points to
+            external data outside its folder.
+    """
+    source = Path(path)
+    return Artifact(describe_onnx(_serialization.load_model(source)), path=source)

@@ -1,0 +1,72 @@
+"""The exceptions onnxbridge raises.
+
+Every error derives from :class:`OnnxBridgeError`, so one ``except`` clause catches
+them all. Where a built-in exception type fits the cause, the error derives from it
+too (an :class:`InputError` is a ``ValueError``), so code written against plain
+Python conventions keeps working. Messages say what was wrong, what was expected,
+and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onnxbridge._validation import ValidationReport
+
+__all__ = [
+    "ExportError",
+    "InferenceError",
+    "InputError",
+    "MissingDependencyError",
+    "ModelFileError",
+    "OnnxBridgeError",
+    "ProviderError",
+    "RegistrationError",
+    "UnsupportedModelError",
+    "ValidationError",
+]
+
+
+class OnnxBridgeError(Exception):
+    """Base class of every error onnxbridge raises."""
+
+
+class UnsupportedModelError(OnnxBridgeError, TypeError):
+    """No registered adapter converts this kind of model."""
+
+
+class RegistrationError(OnnxBridgeError, ValueError):
+    """An adapter could not be registered (malformed, or its framework is taken)."""
+
+
+class MissingDependencyError(OnnxBridgeError, ImportError):
+    """An optional dependency that this operation needs is not installed."""
+
+
+class InputError(OnnxBridgeError, ValueError):
+    """An argument does not fit the model: sample, names, axes, or session inputs."""
+
+
+class ExportError(OnnxBridgeError):
+    """The framework's exporter could not turn the model into ONNX."""
+
+
+class ValidationError(OnnxBridgeError):
+    """The exported model failed validation; ``.report`` holds every finding."""
+
+    def __init__(self, message: str, report: ValidationReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ProviderError(OnnxBridgeError):
+    """An execution provider is unknown, or unavailable while ``strict=True``."""
+
+
+class InferenceError(OnnxBridgeError, RuntimeError):
+    """onnxruntime failed while running the model."""
+
+
+class ModelFileError(OnnxBridgeError, ValueError):
+    """A model file is missing, empty, truncated, not ONNX, or unsafe to load."""

@@ -1,0 +1,73 @@
+"""``export()``: one call from any registered framework to an :class:`Artifact`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from onnxbridge._adapter import ExportRequest
+from onnxbridge._artifact import Artifact
+from onnxbridge._axes import DynamicAxesSpec
+from onnxbridge._errors import ExportError, InputError
+from onnxbridge._registry import default_registry
+
+__all__ = ["export"]
+
+
+def export(
+    model: Any,
+    sample: Any = None,
+    dynamic_axes: DynamicAxesSpec = None,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    opset: int | None = None,
+    framework: str | None = None,
+    **adapter_options: Any,
+) -> Artifact:
+    """Export a model from any supported framework to ONNX.
+
+    Args:
+        model: A framework model (e.g. a ``torch.nn.Module``), an ``onnx.ModelProto``,
+            or a path to an ``.onnx`` file.
+        sample: Example inputs in the form the model takes them: one tensor, a tuple
+            of tensors, or a dict of keyword tensors.
+        dynamic_axes: Axes that vary at run time: ``{"input": {0: "batch"}}``,
+            ``{"input": [0]}``, or ``"batch"`` for axis 0 of every input and output.
+        input_names: Names for the graph inputs, in sample order.
+        output_names: Names for the graph outputs, in the order the model returns them.
+        opset: ONNX opset; ``None`` picks one that the exporter and the installed
+            onnxruntime both support.
+        framework: Force an adapter by framework name instead of detecting it.
+        **adapter_options: Framework-specific options, e.g. ``exporter="torchscript"``
+            for PyTorch.
+
+    Returns:
+        The :class:`Artifact`.
+
+    Raises:
+        UnsupportedModelError: No adapter converts this model.
+        MissingDependencyError: The framework's extra is not installed.
+        InputError: The sample, names or axes do not fit the model.
+        ExportError: The exporter failed (the message names the operator and opset).
+    """
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+        raise InputError(f"opset={opset!r}: expected a positive int such as 17, or None to choose automatically.")
+    for label, names in (("input_names", input_names), ("output_names", output_names)):
+        if names is not None and (isinstance(names, str) or not all(isinstance(n, str) and n for n in names)):
+            raise InputError(f"{label} must be a list of non-empty strings, got {names!r}.")
+        if names is not None and len(set(names)) != len(names):
+            raise InputError(f"{label} has duplicates: {list(names)!r}. Names must be unique.")
+    adapter = default_registry.get(framework) if framework else default_registry.find(model)
+    request = ExportRequest(
+        sample=sample,
+        dynamic_axes=dynamic_axes,
+        input_names=list(input_names) if input_names is not None else None,
+        output_names=list(output_names) if output_names is not None else None,
+        opset=opset,
+        options=adapter_options,
+    )
+    exported = adapter.export(model, request)
+    if exported.model is None:  # a third-party adapter's bug, said plainly
+        raise ExportError(f"The {adapter.framework!r} adapter returned no ONNX model.")
+    return Artifact(exported)

@@ -1,0 +1,90 @@
+"""Small edits to ONNX graphs that exporters leave to their users."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from onnxbridge._axes import DynamicAxes
+
+if TYPE_CHECKING:
+    import onnx
+
+
+def inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that the caller feeds (initializers listed as inputs excluded)."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def signature(model: onnx.ModelProto) -> Iterator[onnx.ValueInfoProto]:
+    """Graph inputs (initializers excluded) and outputs."""
+    yield from inputs(model)
+    yield from model.graph.output
+
+
+def ranks(values: list[onnx.ValueInfoProto]) -> dict[str, int]:
+    """Rank of each tensor value with a known shape (``-1`` when unknown)."""
+    out = {}
+    for value in values:
+        tensor = value.type.tensor_type
+        out[value.name] = len(tensor.shape.dim) if tensor.HasField("shape") else -1
+    return out
+
+
+def rename_values(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
+    """Rename values everywhere they appear in ``graph`` (subgraphs included)."""
+    if not mapping:
+        return
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = mapping.get(value.name, value.name)
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                rename_values(attr.g, mapping)
+            for sub in attr.graphs:
+                rename_values(sub, mapping)
+
+
+def rename_dims(model: onnx.ModelProto, mapping: Mapping[str, str]) -> None:
+    """Rename symbolic dimensions (``dim_param``) throughout the graph's value infos."""
+    if not mapping:
+        return
+    graph = model.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.HasField("tensor_type"):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_param") and dim.dim_param in mapping:
+                    dim.dim_param = mapping[dim.dim_param]
+
+
+def declare_axes(model: onnx.ModelProto, axes: DynamicAxes) -> list[str]:
+    """Name each declared axis in the signature; return the axes found fixed instead.
+
+    A symbolic or unknown dimension takes the declared name (an input's old symbol is
+    renamed across the graph so inner shapes stay consistent). A fixed dimension is
+    left alone and reported.
+    """
+    fixed: list[str] = []
+    renames: dict[str, str] = {}
+    values = {v.name: v for v in signature(model)}
+    for name, dims in axes.items():
+        shape = values[name].type.tensor_type.shape
+        for axis, dim_name in dims.items():
+            dim = shape.dim[axis]
+            if dim.HasField("dim_value"):
+                fixed.append(f"{name!r} axis {axis} ({dim_name!r}) came out fixed to {dim.dim_value}")
+                continue
+            if dim.dim_param and dim.dim_param != dim_name:
+                renames.setdefault(dim.dim_param, dim_name)
+    rename_dims(model, renames)
+    for name, dims in axes.items():
+        shape = values[name].type.tensor_type.shape
+        for axis, dim_name in dims.items():
+            if not shape.dim[axis].HasField("dim_value"):
+                shape.dim[axis].dim_param = dim_name
+    return fixed

@@ -1,0 +1,60 @@
+"""What the installed onnxruntime can load, found by asking it.
+
+onnxruntime has no public "max opset" API, and a model stamped with an opset it does
+not know fails at load time. Rather than keep a version table that goes stale, we
+probe: build a one-node model per opset and see whether onnxruntime accepts it.
+The answer is cached for the process.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+from onnxbridge._deps import require
+
+
+def onnxruntime() -> ModuleType:
+    """The ``onnxruntime`` module, imported on first use."""
+    return require("onnxruntime", purpose="Running an ONNX model")
+
+
+@functools.cache
+def max_opset(domain: str = "") -> int:
+    """Newest opset of ``domain`` that both onnx and the installed onnxruntime support.
+
+    Args:
+        domain: ``""`` for the default ONNX domain, or e.g. ``"ai.onnx.ml"``.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    ort = onnxruntime()
+    newest = onnx.defs.onnx_opset_version() if domain == "" else _newest_opset_in(domain)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    for version in range(newest, 0, -1):
+        opsets = (
+            [helper.make_opsetid("", version)]
+            if domain == ""
+            else [
+                helper.make_opsetid("", 17),
+                helper.make_opsetid(domain, version),
+            ]
+        )
+        model = helper.make_model(graph, opset_imports=opsets)
+        model.ir_version = 8  # old enough for any onnxruntime that can run these opsets
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - any refusal means "not this opset"
+            continue
+        return version
+    raise RuntimeError(f"onnxruntime accepts no opset of domain {domain!r}")  # pragma: no cover
+
+
+def _newest_opset_in(domain: str) -> int:
+    import onnx
+
+    versions = [s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.domain == domain]
+    return max(versions, default=1)

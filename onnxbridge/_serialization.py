@@ -1,0 +1,160 @@
+"""Saving and loading ``.onnx`` files safely, with onnxbridge's facts as metadata.
+
+Files are ordinary ONNX models that any tool opens. Writes go to a temporary file
+in the target folder and are renamed into place, so a failed save never leaves a
+truncated model behind. Models past protobuf's 2 GB limit get external data.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxbridge._adapter import Feeds
+from onnxbridge._errors import ModelFileError
+
+if TYPE_CHECKING:
+    import onnx
+
+PREFIX = "onnxbridge."
+PROTOBUF_LIMIT = 2**31 - 2**20  # stay a little under 2 GiB: metadata is added afterwards
+REFERENCE_LIMIT = 1 << 20  # bytes of sample + outputs worth embedding in a model file
+
+
+def set_metadata(model: onnx.ModelProto, facts: dict[str, Any]) -> None:
+    """Replace onnxbridge's metadata entries with ``facts`` (values JSON-encoded unless str)."""
+    keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    for key, value in keep:
+        model.metadata_props.add(key=key, value=value)
+    for key, value in facts.items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        model.metadata_props.add(key=PREFIX + key, value=text)
+
+
+def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """Onnxbridge's metadata entries, without the prefix."""
+    return {p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+
+
+def encode_reference(sample: Feeds, outputs: Feeds) -> str | None:
+    """Sample inputs and reference outputs as base64 ``.npz``, if small enough to embed."""
+    arrays = {f"in/{k}": v for k, v in sample.items()} | {f"out/{k}": v for k, v in outputs.items()}
+    if any(a.dtype == object for a in arrays.values()) or sum(a.nbytes for a in arrays.values()) > REFERENCE_LIMIT:
+        return None
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_reference(text: str) -> tuple[Feeds, Feeds]:
+    """Inverse of :func:`encode_reference`."""
+    with np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False) as data:
+        sample = {k[3:]: data[k] for k in data.files if k.startswith("in/")}
+        outputs = {k[4:]: data[k] for k in data.files if k.startswith("out/")}
+    return sample, outputs
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically; external data when asked or when too large."""
+    import onnx
+
+    target = Path(path)
+    if target.is_dir():
+        raise ModelFileError(f"Cannot save to {str(target)!r}: it is a directory. Give a file path like 'model.onnx'.")
+    if not target.parent.is_dir():
+        raise ModelFileError(
+            f"Cannot save to {str(target)!r}: folder {str(target.parent)!r} does not exist. Create it first."
+        )
+    if external_data is None:
+        external_data = model.ByteSize() > PROTOBUF_LIMIT
+    staging = Path(tempfile.mkdtemp(prefix=".onnxbridge-", dir=target.parent))
+    try:
+        staged = staging / target.name
+        if external_data:
+            location = target.name + ".data"
+            onnx.save_model(
+                model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=location
+            )
+            # save_model moved the weights out of `model`; put them back so the caller's
+            # in-memory model stays whole.
+            onnx.load_external_data_for_model(model, str(staging))
+            if (staging / location).exists():  # tensors under 1 KiB stay inline; there may be none
+                os.replace(staging / location, target.parent / location)
+        else:
+            with open(staged, "wb") as handle:
+                handle.write(model.SerializeToString())
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read an ONNX file, refusing missing, empty, damaged and unsafe ones."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    source = Path(path)
+    if not source.exists():
+        raise ModelFileError(f"No such model file: {str(source)!r}. Check the path.")
+    if source.is_dir():
+        raise ModelFileError(f"{str(source)!r} is a directory; expected an '.onnx' file.")
+    if source.stat().st_size == 0:
+        raise ModelFileError(f"{str(source)!r} is empty (0 bytes); it is not an ONNX model. Re-export or re-save it.")
+    try:
+        model = onnx.load_model(str(source), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as err:
+        raise ModelFileError(
+            f"{str(source)!r} is not a readable ONNX model (truncated, or another format): {err}. "
+            "Re-export or re-save it."
+        ) from err
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
+        raise ModelFileError(
+            f"{str(source)!r} parsed, but holds no ONNX graph (no IR version or no outputs); it is not an "
+            "ONNX model, or it is truncated. Re-export or re-save it."
+        )
+    _load_external_data(model, source)
+    try:
+        onnx.checker.check_model(model if model.ByteSize() <= PROTOBUF_LIMIT else str(source))
+    except Exception as err:
+        raise ModelFileError(
+            f"{str(source)!r} is damaged or not a valid ONNX model: {str(err).strip().splitlines()[0]}. "
+            "If it was cut off while being written, re-save it; onnx.load() still opens it for inspection."
+        ) from err
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, source: Path) -> None:
+    from onnx import external_data_helper as edh
+
+    base = source.parent.resolve()
+    external = [t for t in edh._get_all_tensors(model) if edh.uses_external_data(t)]
+    for tensor in external:
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        resolved = (base / location).resolve()
+        if not location or Path(location).is_absolute() or not resolved.is_relative_to(base):
+            raise ModelFileError(
+                f"{str(source)!r}: tensor {tensor.name!r} points to external data {location!r}, outside the "
+                "model's folder. onnxbridge refuses such references; keep the data file beside the model."
+            )
+        if not resolved.is_file():
+            raise ModelFileError(
+                f"{str(source)!r}: external data file {location!r} for tensor {tensor.name!r} is missing. "
+                "Copy it beside the model file."
+            )
+    if external:
+        edh.load_external_data_for_model(model, str(base))

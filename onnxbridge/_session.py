@@ -1,0 +1,281 @@
+"""A checked, honest wrapper around ``onnxruntime.InferenceSession``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from onnxbridge import _providers
+from onnxbridge._errors import InferenceError, InputError, ProviderError
+
+__all__ = ["InputSpec", "ProviderFallbackWarning", "Session"]
+
+
+class ProviderFallbackWarning(UserWarning):
+    """A requested execution provider was skipped and the session fell back."""
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.object_,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input as onnxruntime declares it.
+
+    Attributes:
+        name: Input name.
+        dtype: numpy dtype onnxruntime expects, or ``None`` for non-tensor inputs.
+        shape: Dimensions: ints are fixed, strings are symbolic, ``None`` unknown.
+    """
+
+    name: str
+    dtype: np.dtype[Any] | None
+    shape: tuple[int | str | None, ...]
+
+    @property
+    def fixed(self) -> tuple[tuple[int, int], ...]:
+        """(axis, size) of every fixed dimension."""
+        return tuple((axis, dim) for axis, dim in enumerate(self.shape) if isinstance(dim, int))
+
+
+class Session:
+    """An onnxruntime session with input checks and truthful providers.
+
+    Create one with :meth:`onnxbridge.Artifact.session`. Calling it is the same as
+    :meth:`run`. Safe to call from several threads at once.
+    """
+
+    def __init__(
+        self,
+        model: bytes | str,
+        providers: Sequence[_providers.ProviderSpec] | str | None = None,
+        *,
+        strict: bool = False,
+        threads: int | None = None,
+        options: Any = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        plan = _providers.plan(providers, strict=strict)
+        for name, reason in plan.skipped:
+            warnings.warn(
+                f"onnxbridge skipped execution provider {name}: {reason}.", ProviderFallbackWarning, stacklevel=3
+            )
+        so = options if options is not None else ort.SessionOptions()
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+                raise InputError(f"threads={threads!r}: expected a non-negative int (0 lets onnxruntime choose).")
+            so.intra_op_num_threads = threads
+        try:
+            self._session = ort.InferenceSession(model, sess_options=so, providers=plan.providers)
+        except Exception as err:
+            raise InferenceError(
+                f"onnxruntime could not load the model: {_first_line(err)}. Check the model with "
+                "onnxbridge.load(path).validate(), and that its opset is supported by this onnxruntime."
+            ) from err
+        active = list(self._session.get_providers())
+        failed = [name for name in _providers.names(plan.providers) if name not in active]
+        if failed and strict:
+            raise ProviderError(
+                f"strict=True and onnxruntime failed to load {', '.join(failed)} (active: {', '.join(active)}); "
+                "its libraries are missing or incompatible. See onnxruntime's log above for the cause."
+            )
+        for name in failed:
+            warnings.warn(
+                f"onnxbridge: execution provider {name} is available but failed to load "
+                f"(its libraries are missing or incompatible; see onnxruntime's log); running on {', '.join(active)}.",
+                ProviderFallbackWarning,
+                stacklevel=3,
+            )
+        self.requested_providers: tuple[str, ...] = tuple(_providers.names(plan.providers))
+        self.skipped_providers: tuple[tuple[str, str], ...] = tuple(plan.skipped)
+        self.providers: tuple[str, ...] = tuple(active)
+        self.inputs: tuple[InputSpec, ...] = tuple(
+            InputSpec(
+                i.name,
+                np.dtype(_ORT_TYPES[i.type]) if i.type in _ORT_TYPES else None,
+                tuple(d if isinstance(d, (int, str)) else None for d in i.shape),
+            )
+            for i in self._session.get_inputs()
+        )
+        self.input_names: tuple[str, ...] = tuple(spec.name for spec in self.inputs)
+        self.output_names: tuple[str, ...] = tuple(o.name for o in self._session.get_outputs())
+        # (name, dtype, rank, fixed dims) per tensor input, precomputed for the hot path.
+        self._checks = tuple((s.name, s.dtype, len(s.shape), s.fixed) for s in self.inputs if s.dtype is not None)
+        self._name_set = frozenset(self.input_names)
+        self._run = self._session.run
+
+    @property
+    def ort_session(self) -> Any:
+        """The underlying ``onnxruntime.InferenceSession``."""
+        return self._session
+
+    def __repr__(self) -> str:
+        return f"Session(inputs={list(self.input_names)}, outputs={list(self.output_names)}, providers={list(self.providers)})"
+
+    def __call__(self, inputs: Any) -> dict[str, np.ndarray]:
+        return self.run(inputs)
+
+    def run(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Run the model.
+
+        Args:
+            inputs: A dict by input name, a list or tuple in input order, or a single
+                array for a single-input model. numpy arrays and torch tensors (CPU
+                tensors are shared, not copied) are accepted; a dtype of the same
+                kind (float64 for float32) is cast.
+
+        Returns:
+            Outputs by name, as numpy arrays.
+
+        Raises:
+            InputError: A missing or unknown input, wrong rank, a fixed dimension that
+                differs, or a dtype of another kind.
+            InferenceError: onnxruntime failed while running.
+        """
+        feeds = self._feeds(inputs)
+        try:
+            outputs = self._run(None, feeds)
+        except Exception as err:
+            raise InferenceError(
+                f"onnxruntime failed while running the model: {_first_line(err)}. If the input shapes are "
+                "unusual for this model, run art.validate() to see which sizes it supports."
+            ) from err
+        return dict(zip(self.output_names, outputs))  # noqa: B905 - onnxruntime returns one per output
+
+    def _feeds(self, inputs: Any) -> dict[str, Any]:
+        # The hot path: a dict of numpy arrays that already fit is passed on as it is.
+        given = inputs if type(inputs) is dict else _as_mapping(inputs, self.input_names)
+        if given.keys() != self._name_set:
+            _raise_names(given, self.input_names)
+        feeds: dict[str, Any] | None = None
+        for name, dtype, rank, fixed in self._checks:
+            value = given[name]
+            original = value
+            if type(value) is not np.ndarray:
+                value = to_numpy(value, name)
+            if value.dtype is not dtype and value.dtype != dtype:
+                value = _cast(value, dtype, name)
+            if value.ndim != rank:
+                raise InputError(
+                    f"Input {name!r} has rank {value.ndim} (shape {value.shape}), but the model expects rank "
+                    f"{rank} (shape {self._declared(name)}). Reshape it, e.g. add a batch axis with x[None]."
+                )
+            shape = value.shape
+            for axis, size in fixed:
+                if shape[axis] != size:
+                    raise InputError(
+                        f"Input {name!r} has shape {shape}; axis {axis} must be {size} "
+                        f"(the model declares {self._declared(name)}). Only symbolic axes may vary; re-export "
+                        "with that axis in dynamic_axes if it should."
+                    )
+            if value is not original:
+                if feeds is None:
+                    feeds = dict(given)  # never modify the caller's dict
+                feeds[name] = value
+        return feeds if feeds is not None else given  # type: ignore[return-value]
+
+    def _declared(self, name: str) -> str:
+        spec = next(s for s in self.inputs if s.name == name)
+        return "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
+
+
+def _as_mapping(inputs: Any, names: Sequence[str]) -> Mapping[str, Any]:
+    if isinstance(inputs, Mapping):
+        return inputs
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != len(names):
+            raise InputError(
+                f"Got {len(inputs)} positional inputs, but the model takes {len(names)}: "
+                f"{', '.join(map(repr, names))}. Pass one per input, in that order, or a dict by name."
+            )
+        return dict(zip(names, inputs, strict=True))
+    if len(names) == 1:
+        return {names[0]: inputs}
+    raise InputError(
+        f"A single {type(inputs).__name__} was passed, but the model takes {len(names)} inputs: "
+        f"{', '.join(map(repr, names))}. Pass a dict by name or a list in that order."
+    )
+
+
+def _raise_names(given: Mapping[str, Any], names: Sequence[str]) -> None:
+    missing = [n for n in names if n not in given]
+    unknown = [n for n in given if n not in names]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(map(repr, missing))}")
+    if unknown:
+        parts.append(f"unknown {', '.join(map(repr, map(str, unknown)))}")
+    raise InputError(
+        f"Inputs do not match the model ({'; '.join(parts)}). The model's inputs are: {', '.join(map(repr, names))}."
+    )
+
+
+def to_numpy(value: Any, name: str = "input") -> np.ndarray:
+    """A numpy view of an array-like; torch tensors are detached and moved to CPU.
+
+    torch is never imported here: a tensor is recognised by its class's module.
+    """
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            raise InputError(f"Input {name!r} is a bfloat16 tensor, which numpy cannot hold; cast it to float32 first.")
+        return np.asarray(tensor.numpy())
+    if hasattr(value, "numpy") and type(value).__module__.startswith("tensorflow"):
+        return np.asarray(value.numpy())
+    try:
+        return np.asarray(value)
+    except Exception as err:
+        raise InputError(f"Input {name!r} of type {type(value).__name__} cannot be read as an array: {err}") from err
+
+
+def as_feeds(sample: Any, names: Sequence[str], label: str = "sample") -> dict[str, np.ndarray]:
+    """Flat named arrays from a dict by name, a sequence in input order, or one array."""
+    if isinstance(sample, Mapping):
+        unknown = sorted(str(k) for k in sample if k not in names)
+        if unknown:
+            raise InputError(
+                f"{label} has inputs {unknown} that the model does not take; its inputs are {list(names)}."
+            )
+        return {str(k): to_numpy(v, str(k)) for k, v in sample.items()}
+    if isinstance(sample, (list, tuple)):
+        if len(sample) != len(names):
+            raise InputError(f"{label} has {len(sample)} items but the model takes {len(names)} inputs: {list(names)}.")
+        return {n: to_numpy(v, n) for n, v in zip(names, sample, strict=True)}
+    if len(names) != 1:
+        raise InputError(f"{label} is one array but the model takes {len(names)} inputs: {list(names)}.")
+    return {names[0]: to_numpy(sample, names[0])}
+
+
+def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
+    if value.dtype.kind == dtype.kind:
+        return value.astype(dtype)
+    raise InputError(
+        f"Input {name!r} has dtype {value.dtype}, but the model expects {dtype}. Only same-kind dtypes "
+        f"(e.g. float64 for float32) are cast automatically; convert it with .astype(np.{dtype.name})."
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,287 @@
+"""Validation: structure, symbolic axes, and numeric parity with the source.
+
+A value mismatch is a failure, never "succeeded with a warning". Every failure is
+collected before raising, so one run shows all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxbridge._adapter import Feeds, ReferenceFn
+from onnxbridge._axes import DynamicAxes, axes_by_dim
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxbridge._session import Session
+
+__all__ = ["Check", "OutputComparison", "ValidationReport"]
+
+PARITY = "numeric parity"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One validation step and its outcome.
+
+    Attributes:
+        name: ``"onnx.checker"``, ``"symbolic axes"`` or ``"numeric parity"``.
+        passed: ``True``/``False``, or ``None`` when the step could not run (skipped).
+        detail: What was checked, or why it failed or was skipped.
+    """
+
+    name: str
+    passed: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """onnxruntime vs the source framework for one output on one input case.
+
+    Attributes:
+        case: Which inputs, e.g. ``"sample"`` or ``"batch=3"``.
+        output: Output name.
+        shape: Shape onnxruntime produced.
+        reference_shape: Shape the source framework produced.
+        max_abs_error: Largest absolute difference.
+        max_rel_error: Largest difference relative to the reference's magnitude.
+        mismatch_fraction: Fraction of elements outside ``atol + rtol * |reference|``.
+        passed: Whether shapes match and every element is within tolerance.
+    """
+
+    case: str
+    output: str
+    shape: tuple[int, ...]
+    reference_shape: tuple[int, ...]
+    max_abs_error: float
+    max_rel_error: float
+    mismatch_fraction: float
+    passed: bool
+
+
+@dataclass
+class ValidationReport:
+    """Everything :meth:`onnxbridge.Artifact.validate` found.
+
+    ``str(report)`` is a readable table. ``report.ok`` is true only when no check
+    failed; skipped checks are listed as skipped, not as passed.
+    """
+
+    rtol: float
+    atol: float
+    checks: list[Check] = field(default_factory=list)
+    comparisons: list[OutputComparison] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Cases that could not be compared at all (a run failed, an output was missing)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed."""
+        return all(c.passed is not False for c in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per failed check, per failed output comparison, and per failed run."""
+        lines = [f"{c.name}: {c.detail}" for c in self.checks if c.passed is False and c.name != PARITY]
+        for comp in self.comparisons:
+            if comp.passed:
+                continue
+            if comp.shape != comp.reference_shape:
+                lines.append(
+                    f"{PARITY} [{comp.case}] {comp.output}: shape {comp.shape} vs reference {comp.reference_shape}"
+                )
+            else:
+                lines.append(
+                    f"{PARITY} [{comp.case}] {comp.output}: max abs error {comp.max_abs_error:.3g}, "
+                    f"{comp.mismatch_fraction:.1%} of elements outside rtol={self.rtol:g}, atol={self.atol:g}"
+                )
+        return lines + [f"{PARITY} {error}" for error in self.errors]
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-friendly summary (stored in saved models' metadata)."""
+        worst = max((c.max_abs_error for c in self.comparisons), default=None)
+        return {
+            "ok": self.ok,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "checks": {c.name: _status(c.passed) for c in self.checks},
+            "cases": sorted({c.case for c in self.comparisons}),
+            "max_abs_error": worst,
+        }
+
+    def __str__(self) -> str:
+        lines = [f"Validation {'PASSED' if self.ok else 'FAILED'} (rtol={self.rtol:g}, atol={self.atol:g})"]
+        for check in self.checks:
+            lines.append(f"  [{_status(check.passed):^7}] {check.name}: {check.detail}")
+        if self.comparisons:
+            header = ("case", "output", "shape", "max abs err", "max rel err", "mismatch", "ok")
+            rows = [
+                (
+                    c.case,
+                    c.output,
+                    "x".join(map(str, c.shape))
+                    + ("" if c.shape == c.reference_shape else " (ref " + "x".join(map(str, c.reference_shape)) + ")"),
+                    f"{c.max_abs_error:.3g}",
+                    f"{c.max_rel_error:.3g}",
+                    f"{c.mismatch_fraction:.2%}",
+                    "yes" if c.passed else "NO",
+                )
+                for c in self.comparisons
+            ]
+            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+            for row in [header, *rows]:
+                lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        """The summary as a JSON string."""
+        return json.dumps(self.summary(), sort_keys=True)
+
+
+def _status(passed: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "skipped"}[passed]
+
+
+def check_structure(model: onnx.ModelProto) -> Check:
+    """``onnx.checker`` with full (strict) shape inference."""
+    import onnx
+
+    try:
+        if model.ByteSize() > 2**31 - 2**20:  # over protobuf's limit: check from a file
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.onnx"
+                onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
+                onnx.checker.check_model(str(path), full_check=True)
+        else:
+            onnx.checker.check_model(model, full_check=True)
+    except Exception as err:  # noqa: BLE001 - checker raises several unrelated types
+        return Check("onnx.checker", False, f"{type(err).__name__}: {str(err).strip().splitlines()[0]}")
+    return Check("onnx.checker", True, "model is well-formed; full shape inference succeeded")
+
+
+def check_symbolic_axes(model: onnx.ModelProto, axes: DynamicAxes) -> Check:
+    """Every declared dynamic axis is a symbolic dimension in the graph's signature."""
+    if not axes:
+        return Check("symbolic axes", None, "no dynamic axes declared")
+    values = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+    problems = []
+    for name, dims in sorted(axes.items()):
+        value = values.get(name)
+        if value is None:
+            problems.append(f"{name!r} is not a graph input or output")
+            continue
+        shape = value.type.tensor_type.shape
+        for axis, dim_name in sorted(dims.items()):
+            if axis >= len(shape.dim):
+                problems.append(f"{name!r} has rank {len(shape.dim)}, no axis {axis}")
+                continue
+            dim = shape.dim[axis]
+            if dim.HasField("dim_value"):
+                problems.append(f"{name!r} axis {axis} ({dim_name!r}) is fixed to {dim.dim_value}")
+    if problems:
+        return Check("symbolic axes", False, "; ".join(problems))
+    count = sum(len(d) for d in axes.values())
+    return Check("symbolic axes", True, f"all {count} declared dynamic axes are symbolic")
+
+
+def variants(sample: Feeds, axes: DynamicAxes, names: Sequence[str]) -> list[tuple[str, Feeds]]:
+    """The sample plus, per dynamic dimension, copies resized along it.
+
+    Resizing takes elements ``arange(new) % old`` along the axis: a prefix when
+    shrinking, repetition when growing. Values stay ones the model has seen (token
+    ids stay valid). Inputs sharing a dimension name are resized together.
+    """
+    cases = [("sample", sample)]
+    for dim, members in axes_by_dim(axes, [n for n in names if n in sample]).items():
+        current = sample[members[0][0]].shape[members[0][1]]
+        sizes = sorted({1, current + 2} - {current})
+        for size in sizes:
+            resized = dict(sample)
+            for name, axis in members:
+                resized[name] = np.take(resized[name], np.arange(size) % resized[name].shape[axis], axis=axis)
+            cases.append((f"{dim}={size}", resized))
+    return cases
+
+
+def compare(case: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> OutputComparison:
+    """Compare one output with its reference, numpy ``allclose`` semantics."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        return OutputComparison(case, name, got.shape, ref.shape, float("inf"), float("inf"), 1.0, False)
+    if got.size == 0:
+        return OutputComparison(case, name, got.shape, ref.shape, 0.0, 0.0, 0.0, True)
+    if got.dtype.kind in "fc" or ref.dtype.kind in "fc":
+        a, b = got.astype(np.float64), ref.astype(np.float64)
+        both_nan = np.isnan(a) & np.isnan(b)
+        diff = np.where(both_nan, 0.0, np.abs(a - b))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        bad = diff > atol + rtol * np.abs(np.nan_to_num(b))
+        rel = diff / np.maximum(np.abs(np.nan_to_num(b)), np.finfo(np.float64).tiny)
+        return OutputComparison(
+            case,
+            name,
+            got.shape,
+            ref.shape,
+            float(diff.max()),
+            float(rel.max()),
+            float(bad.mean()),
+            not bool(bad.any()),
+        )
+    bad = got != ref
+    err = (
+        float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max())
+        if got.dtype.kind in "iub"
+        else float(bad.any())
+    )
+    return OutputComparison(case, name, got.shape, ref.shape, err, err, float(bad.mean()), not bool(bad.any()))
+
+
+def check_parity(
+    session: Session,
+    cases: Iterable[tuple[str, Feeds]],
+    reference: ReferenceFn | Mapping[str, Feeds],
+    rtol: float,
+    atol: float,
+) -> tuple[Check, list[OutputComparison], list[str]]:
+    """Run every case through onnxruntime and the reference; compare every output.
+
+    Returns:
+        The check, every output comparison, and the cases that could not be compared.
+    """
+    comparisons: list[OutputComparison] = []
+    errors: list[str] = []
+    case_names: list[str] = []
+    for case, feeds in cases:
+        case_names.append(case)
+        try:
+            expected = reference(feeds) if callable(reference) else reference[case]
+        except Exception as err:  # noqa: BLE001 - report, keep checking other cases
+            errors.append(f"[{case}] the source model failed: {type(err).__name__}: {err}")
+            continue
+        try:
+            got = session.run({k: v for k, v in feeds.items() if k in session.input_names})
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"[{case}] onnxruntime failed: {str(err).splitlines()[0]}")
+            continue
+        for name in session.output_names:
+            if name not in expected:
+                errors.append(f"[{case}] the source model produced no output matching {name!r}")
+                continue
+            comparisons.append(compare(case, name, got[name], expected[name], rtol, atol))
+    failed = sum(not c.passed for c in comparisons)
+    if errors or failed:
+        parts = [f"{failed} of {len(comparisons)} output comparisons out of tolerance"] if failed else []
+        parts += [f"{len(errors)} case(s) could not be compared"] if errors else []
+        return Check(PARITY, False, "; ".join(parts)), comparisons, errors
+    detail = f"{len(comparisons)} output comparisons within tolerance over cases: {', '.join(case_names)}"
+    return Check(PARITY, True, detail), comparisons, errors

@@ -1,0 +1,1 @@
+"""Built-in adapters, one module per framework, each imported on first use."""

@@ -1,0 +1,167 @@
+"""save() and load(): plain ONNX files, atomic writes, and refusing bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxbridge as ob
+
+
+def _model(weights: int = 4) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", weights])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", weights])
+    w = numpy_helper.from_array(np.arange(weights, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g", [x], [y], initializer=[w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _torch_artifact():
+    torch = pytest.importorskip("torch")
+    from tests import models
+
+    return ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch", exporter="torchscript")
+
+
+def test_save_writes_plain_onnx_with_onnxbridge_metadata(tmp_path):
+    art = _torch_artifact()
+    art.validate()
+    path = art.save(tmp_path / "mlp.onnx")
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["onnxbridge.framework"] == "torch"
+    assert meta["onnxbridge.exporter"] == "torch.onnx (torchscript)"
+    assert json.loads(meta["onnxbridge.dynamic_axes"]) == {"input": {"0": "batch"}, "output": {"0": "batch"}}
+    assert json.loads(meta["onnxbridge.validation"])["ok"] is True
+    assert meta["onnxbridge.framework_version"].startswith("2.")
+
+
+def test_load_restores_the_artifact_facts(tmp_path):
+    art = _torch_artifact()
+    loaded = ob.load(art.save(tmp_path / "mlp.onnx"))
+    assert loaded.framework == "torch"
+    assert loaded.exporter == art.exporter
+    assert loaded.dynamic_axes == art.dynamic_axes
+    assert loaded.opset == art.opset
+    assert loaded.input_names == ["input"]
+    assert loaded.output_names == ["output"]
+    x = np.random.rand(3, 8).astype(np.float32)
+    np.testing.assert_allclose(loaded.session().run(x)["output"], art.session().run(x)["output"])
+
+
+def test_any_onnx_file_loads_with_its_symbolic_axes(tmp_path):
+    onnx.save(_model(), str(tmp_path / "plain.onnx"))
+    art = ob.load(tmp_path / "plain.onnx")
+    assert art.framework == "onnx"
+    assert art.dynamic_axes == {"x": {0: "batch"}, "y": {0: "batch"}}
+
+
+def test_failed_save_leaves_the_previous_file_intact_and_no_temporary_files(tmp_path, monkeypatch):
+    target = tmp_path / "model.onnx"
+    onnx.save(_model(), str(target))
+    before = target.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)  # the rename step fails, as on a full or vanished disk
+    with pytest.raises(OSError, match="disk full"):
+        ob.load(target).save(target)
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_save_into_missing_folder_is_a_model_file_error(tmp_path):
+    with pytest.raises(ob.ModelFileError, match="does not exist"):
+        ob.export(_model()).save(tmp_path / "nope" / "m.onnx")
+
+
+def test_external_data_round_trip(tmp_path):
+    art = ob.export(_model(weights=1024))
+    path = art.save(tmp_path / "big.onnx", external_data=True)
+    assert (tmp_path / "big.onnx.data").is_file()
+    assert len(art.model.graph.initializer[0].raw_data) > 0  # the in-memory model keeps its weights
+    loaded = ob.load(path)
+    x = np.ones((2, 1024), np.float32)
+    np.testing.assert_array_equal(loaded.session().run(x)["y"], x * np.arange(1024, dtype=np.float32))
+
+
+def test_external_data_pointing_outside_the_folder_is_refused(tmp_path):
+    inner = tmp_path / "models"
+    inner.mkdir()
+    ob.export(_model(weights=1024)).save(tmp_path / "victim.onnx", external_data=True)
+    model = onnx.load(str(tmp_path / "victim.onnx"), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../victim.onnx.data"
+    onnx.save(model, str(inner / "evil.onnx"))
+    with pytest.raises(ob.ModelFileError, match="outside the model's folder"):
+        ob.load(inner / "evil.onnx")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such model file"),
+        (b"", "is empty"),
+        (b"this is a text file, not a model\n" * 3, "not a readable ONNX model|holds no ONNX graph"),
+    ],
+)
+def test_load_refuses_missing_empty_and_non_onnx_files(tmp_path, content, message):
+    path = tmp_path / "model.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ob.ModelFileError, match=message):
+        ob.load(path)
+
+
+def test_load_refuses_a_truncated_file(tmp_path):
+    art = _torch_artifact()
+    data = art.save(tmp_path / "full.onnx").read_bytes()
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 7):
+        (tmp_path / "cut.onnx").write_bytes(data[:cut])
+        with pytest.raises(ob.ModelFileError):
+            ob.load(tmp_path / "cut.onnx")
+
+
+def test_passthrough_from_path_and_model_proto(tmp_path):
+    onnx.save(_model(), str(tmp_path / "plain.onnx"))
+    by_path = ob.export(str(tmp_path / "plain.onnx"))
+    proto = _model()
+    by_proto = ob.export(proto, input_names=["features"], output_names=["scaled"])
+    assert by_path.input_names == ["x"]
+    assert by_proto.input_names == ["features"]
+    assert by_proto.output_names == ["scaled"]
+    assert proto.graph.input[0].name == "x"  # the caller's proto is untouched
+    out = by_proto.session().run(np.ones((1, 4), np.float32))
+    assert out["scaled"].tolist() == [[0.0, 1.0, 2.0, 3.0]]
+
+
+def test_passthrough_opset_conversion_and_dynamic_axes():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 13)],
+        ir_version=8,
+    )
+    art = ob.export(model, np.ones((2, 3), np.float32), dynamic_axes="batch", opset=17)
+    assert art.opset == 17
+    assert art.dynamic_axes == {"x": {0: "batch"}, "y": {0: "batch"}}
+    assert art.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_passthrough_cannot_make_a_fixed_dimension_dynamic():
+    with pytest.raises(ob.InputError, match="fixes"):
+        ob.export(_model(), dynamic_axes={"x": {1: "features"}})
+
+
+def test_path_that_is_not_onnx_is_unsupported(tmp_path):
+    with pytest.raises(ob.UnsupportedModelError, match=r"'\.onnx' file"):
+        ob.export(str(tmp_path / "weights.pt"))

@@ -1,0 +1,38 @@
+"""The package's front door: lazy imports and a deliberate public surface."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import onnxbridge as ob
+
+HEAVY = ["torch", "tensorflow", "sklearn", "onnxruntime", "onnx", "keras", "tf2onnx", "skl2onnx"]
+
+
+def test_import_onnxbridge_imports_no_framework_and_no_onnxruntime():
+    code = f"import sys, json, onnxbridge; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_public_api_is_exactly_what_all_lists():
+    # Subpackages (onnxbridge.adapters) appear as attributes once imported; they are not API names.
+    public = {
+        name for name in dir(ob) if not name.startswith("_") and not isinstance(getattr(ob, name), types.ModuleType)
+    } - {"annotations"}
+    assert public == set(ob.__all__) - {"__version__"}
+    for name in ob.__all__:
+        assert getattr(ob, name) is not None
+
+
+def test_every_error_derives_from_the_base_error():
+    errors = [getattr(ob, n) for n in ob.__all__ if n.endswith("Error")]
+    assert len(errors) >= 7
+    assert all(issubclass(e, ob.OnnxBridgeError) for e in errors)
+
+
+def test_version_is_exposed():
+    assert ob.__version__.count(".") == 2

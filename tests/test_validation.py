@@ -1,0 +1,119 @@
+"""Validation finds real problems, lists every one, and never calls a mismatch a pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import onnxbridge as ob  # noqa: E402
+from tests import models  # noqa: E402
+
+
+class BatchScaled(torch.nn.Module):
+    """Multiplies by the batch size read as a Python number: tracing bakes it in."""
+
+    def forward(self, x):
+        return x * float(x.shape[0])
+
+
+def test_report_is_a_readable_table_with_per_output_figures():
+    art = ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch", exporter="torchscript")
+    report = art.validate()
+    text = str(report)
+    assert text.startswith("Validation PASSED")
+    for column in ("case", "output", "shape", "max abs err", "max rel err", "mismatch"):
+        assert column in text
+    comparison = report.comparisons[0]
+    assert comparison.shape == comparison.reference_shape == (2, 3)
+    assert comparison.max_abs_error < 1e-5
+    assert comparison.mismatch_fraction == 0.0
+    assert art.validation is report
+
+
+def test_trace_that_bakes_a_size_fails_numeric_parity_on_other_sizes():
+    art = ob.export(BatchScaled(), torch.randn(4, 3), dynamic_axes="batch", exporter="torchscript")
+    with pytest.raises(ob.ValidationError) as info:
+        art.validate()
+    report = info.value.report
+    assert not report.ok
+    failed = {c.case for c in report.comparisons if not c.passed}
+    assert failed == {"batch=1", "batch=6"}  # the sample itself agrees; other sizes do not
+    assert "batch=1" in str(info.value)
+    assert "batch=6" in str(info.value)
+
+
+def test_all_failures_are_listed_not_only_the_first():
+    model = models.DictModel()
+    sample = {"tokens": torch.randint(0, 50, (2, 5)), "weights": torch.rand(2, 5)}
+    art = ob.export(
+        model, sample, dynamic_axes={"tokens": {0: "batch"}, "weights": {0: "batch"}}, exporter="torchscript"
+    )
+    with torch.no_grad():  # the source model drifts after export: every output now differs
+        model.proj.weight.add_(1.0)
+        model.embed.weight.add_(1.0)
+    report = art.validate(raise_on_failure=False)
+    assert not report.ok
+    failing_outputs = {(c.case, c.output) for c in report.comparisons if not c.passed}
+    assert {("sample", "output_0"), ("sample", "output_1.hidden"), ("sample", "output_1.norm")} <= failing_outputs
+    assert len(report.failures) == len(failing_outputs)
+
+
+def test_tolerances_are_applied():
+    art = ob.export(models.mlp(), torch.randn(2, 8), exporter="torchscript")
+    assert art.validate(rtol=0, atol=0, raise_on_failure=False).comparisons[0].max_abs_error >= 0.0
+    assert art.validate(rtol=1e-2, atol=1e-3).ok
+
+
+def test_caller_samples_are_compared_too():
+    art = ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch", exporter="torchscript")
+    report = art.validate(samples=[np.random.rand(7, 8).astype(np.float32), {"input": torch.randn(1, 8)}])
+    assert {"samples[0]", "samples[1]"} <= {c.case for c in report.comparisons}
+
+
+def test_declared_axis_that_the_graph_fixes_fails_the_symbolic_axes_check():
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+        ir_version=8,
+    )
+    art = ob.export(model)
+    art.dynamic_axes = {"x": {0: "batch"}}
+    report = art.validate(raise_on_failure=False)
+    check = next(c for c in report.checks if c.name == "symbolic axes")
+    assert check.passed is False
+    assert "fixed to 2" in check.detail
+    assert isinstance(art.model, onnx.ModelProto)
+
+
+def test_loaded_artifact_without_source_skips_parity_and_says_so(tmp_path):
+    art = ob.export(models.mlp(), torch.randn(2, 8), exporter="torchscript")
+    art.save(tmp_path / "m.onnx", reference=False)
+    report = ob.load(tmp_path / "m.onnx").validate()
+    parity = next(c for c in report.checks if c.name == "numeric parity")
+    assert parity.passed is None
+    assert "no source model" in parity.detail
+    assert "skipped" in str(report)
+
+
+def test_loaded_artifact_checks_against_recorded_reference_outputs(tmp_path):
+    art = ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch", exporter="torchscript")
+    art.save(tmp_path / "m.onnx")
+    loaded = ob.load(tmp_path / "m.onnx")
+    assert not loaded.has_source
+    report = loaded.validate()
+    assert [c.case for c in report.comparisons] == ["recorded sample"]
+    assert report.comparisons[0].passed
+
+
+def test_samples_on_a_loaded_artifact_are_refused(tmp_path):
+    art = ob.export(models.mlp(), torch.randn(2, 8), exporter="torchscript")
+    art.save(tmp_path / "m.onnx")
+    with pytest.raises(ob.InputError, match="needs the source model"):
+        ob.load(tmp_path / "m.onnx").validate(samples=[np.ones((1, 8), np.float32)])
