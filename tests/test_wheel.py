@@ -1,0 +1,69 @@
+"""The built wheel installs into a clean virtual environment and exports from there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np, torch, onnxbridge as ob
+    assert "site-packages" in ob.__file__, ob.__file__
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    art = ob.export(model, torch.randn(1, 4), dynamic_axes="batch")
+    assert art.validate().ok
+    out = art.session().run(np.ones((3, 4), np.float32))["output"]
+    print("exported", art.exporter, out.shape, ob.__version__)
+    """
+)
+
+
+@pytest.mark.slow
+def test_wheel_installs_in_a_clean_venv_and_exports(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(dist.glob("onnxbridge-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    constraints = ROOT / "requirements" / "constraints.txt"
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-c",
+            str(constraints),
+            f"{wheel}[torch]",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run([str(python), "-c", SCRIPT], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exported torch.onnx (dynamo) (3, 2)" in result.stdout
+    typed = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import onnxbridge, pathlib; print((pathlib.Path(onnxbridge.__file__).parent / 'py.typed').exists())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert typed.stdout.strip() == "True"
