@@ -112,7 +112,7 @@ def main() -> None:
             def bridged(m=model, t=x, e=exporter):
                 ob.export(m, t, dynamic_axes="batch", exporter=e)
 
-            rounds, calls = (5, 1) if dynamo else (9, 10)
+            rounds, calls = (9, 1) if dynamo else (15, 10)
             result = compare(bridged, direct, rounds=rounds, calls=calls)
             rows.append(
                 [

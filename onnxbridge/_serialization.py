@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,11 +138,25 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return model
 
 
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor stored in a graph: initializers and attribute tensors, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
 def _load_external_data(model: onnx.ModelProto, source: Path) -> None:
     from onnx import external_data_helper as edh
 
     base = source.parent.resolve()
-    external = [t for t in edh._get_all_tensors(model) if edh.uses_external_data(t)]
+    external = [t for t in _tensors(model.graph) if edh.uses_external_data(t)]
     for tensor in external:
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")

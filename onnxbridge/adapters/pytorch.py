@@ -15,6 +15,7 @@ What this adapter does for the user, beyond calling ``torch.onnx.export``:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import inspect
 import io
@@ -126,7 +127,11 @@ class _Sample:
                 "Exporting a PyTorch model needs a sample input: a tensor, a tuple of tensors, or a dict of "
                 "keyword tensors, shaped like real inputs (e.g. torch.randn(1, 3, 224, 224))."
             )
-        params = _forward_parameters(model)
+        try:
+            forward = inspect.signature(model.forward)
+        except (TypeError, ValueError):  # builtins and some compiled modules have no signature
+            forward = None
+        params = _parameters(forward)
         if isinstance(sample, Mapping):
             order = {name: i for i, name in enumerate(params)}
             keys = sorted(sample, key=lambda k: order.get(k, len(order)))  # forward's order, as exporters use
@@ -151,10 +156,11 @@ class _Sample:
                     else [f"input_{i}" for i in range(len(args))]
                 )
         try:
-            inspect.signature(model.forward).bind(*args, **kwargs)
+            if forward is not None:
+                forward.bind(*args, **kwargs)
         except TypeError as err:
             raise InputError(
-                f"The sample does not match {type(model).__name__}.forward{inspect.signature(model.forward)}: {err}. "
+                f"The sample does not match {type(model).__name__}.forward{forward}: {err}. "
                 "Pass a tensor for a single input, a tuple in forward's order, or a dict by parameter name."
             ) from err
         renames: dict[str, str] = {}
@@ -220,14 +226,12 @@ class _Sample:
         ), notes
 
 
-def _forward_parameters(model: Any) -> dict[str, inspect.Parameter]:
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
+def _parameters(forward: inspect.Signature | None) -> dict[str, inspect.Parameter]:
+    if forward is None:
         return {}
     return {
         k: p
-        for k, p in params.items()
+        for k, p in forward.parameters.items()
         if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     }
 
@@ -299,8 +303,13 @@ def _choose_opset(torch: Any, requested: int | None) -> int:
     return min(default, limit)
 
 
+@functools.cache
+def _has_onnxscript() -> bool:
+    return importlib.util.find_spec("onnxscript") is not None
+
+
 def _attempts(exporter: str, notes: list[str]) -> list[str]:
-    has_onnxscript = importlib.util.find_spec("onnxscript") is not None
+    has_onnxscript = _has_onnxscript()
     order = [TORCHSCRIPT, DYNAMO] if exporter == TORCHSCRIPT else [DYNAMO, TORCHSCRIPT]
     if not has_onnxscript:
         if exporter == DYNAMO:
@@ -433,19 +442,23 @@ def _inference(model: Any) -> Iterator[None]:
             yield
     finally:
         for module, training in modes:
-            module.training = training
+            if module.training != training:
+                module.training = training
 
 
 @contextlib.contextmanager
 def _captured(notes: list[str], attempt: str) -> Iterator[None]:
     """Keep the exporter's chatter out of the user's console; keep what matters as notes."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    # Only the dynamo path logs. setLevel clears logging's cache of every logger, which costs
+    # a noticeable share of a millisecond-long TorchScript export, so leave loggers alone there.
+    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript") if attempt == DYNAMO else ()
+    loggers = [logging.getLogger(name) for name in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("default")  # once per location: torch repeats some warnings thousands of times
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
