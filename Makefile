@@ -4,7 +4,7 @@
 # VENV may point anywhere; it is reused as long as pyproject.toml and the constraints are unchanged.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := torch,dev
+EXTRAS := torch,tensorflow,dev
 
 .PHONY: venv demo test lint bench clean
 

@@ -108,7 +108,7 @@ class Registry:
         kind = f"{type(model).__module__}.{type(model).__qualname__}"
         hint = ""
         if isinstance(model, (str, os.PathLike)):
-            hint = " A path is accepted when it names an existing '.onnx' file."
+            hint = " A path is accepted when it names an existing '.onnx' file or SavedModel directory."
         raise UnsupportedModelError(
             f"No adapter converts a model of type {kind}.{hint} "
             f"Supported frameworks: {', '.join(self.frameworks())}. "
@@ -164,6 +164,13 @@ def _check_adapter(adapter: object) -> None:
 default_registry = Registry()
 default_registry.register_lazy("onnx", ("onnx", "builtins", "pathlib"), "onnxbridge.adapters.onnx_model:OnnxAdapter")
 default_registry.register_lazy("torch", ("torch",), "onnxbridge.adapters.pytorch:TorchAdapter")
+# Registered after torch so that it is tried first: a Keras 3 model on the torch backend is
+# also a torch.nn.Module, and the TensorFlow adapter explains which route to take.
+default_registry.register_lazy(
+    "tensorflow",
+    ("keras", "tf_keras", "tensorflow", "builtins", "pathlib"),
+    "onnxbridge.adapters.tensorflow:TensorFlowAdapter",
+)
 
 
 def register_adapter(adapter: Adapter, *, overwrite: bool = False) -> None:

@@ -1,6 +1,6 @@
 """Create or update the development virtual environment, only when its inputs changed.
 
-The venv is keyed by a hash of pyproject.toml and requirements/constraints.txt, stored
+The venv is keyed by a hash of pyproject.toml and requirements/*.txt, stored
 inside it. When the hash matches, nothing is installed; the package itself is always
 (re-)installed in editable mode, which is quick and offline.
 
@@ -16,7 +16,10 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INPUTS = [ROOT / "pyproject.toml", ROOT / "requirements" / "constraints.txt"]
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
+# Installed without their declared dependencies; the file says why for each.
+NO_DEPS = ROOT / "requirements" / "no-deps.txt"
+INPUTS = [ROOT / "pyproject.toml", CONSTRAINTS, NO_DEPS]
 
 
 def main() -> int:
@@ -31,9 +34,10 @@ def main() -> int:
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
     if not stamp.exists() or stamp.read_text() != digest:
         print(f"installing onnxbridge[{extras}] and its dependencies into {target}", flush=True)
-        constraints = ["-c", str(ROOT / "requirements" / "constraints.txt")]
+        constraints = ["-c", str(CONSTRAINTS)]
         subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
         subprocess.run([*pip, "install", *constraints, "-e", f"{ROOT}[{extras}]"], check=True)
+        subprocess.run([*pip, "install", *constraints, "--no-deps", "-r", str(NO_DEPS)], check=True)
         stamp.write_text(digest)
     else:
         print(f"reusing {target} (requirements unchanged)", flush=True)
