@@ -24,6 +24,7 @@ test: lint
 
 bench: venv
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_tensorflow.py
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from onnxbridge._deps import require
+from onnxbridge._errors import MissingDependencyError
 
 
 def _train_cnn(torch: Any, x: np.ndarray, y: np.ndarray, epochs: int = 8) -> Any:
@@ -57,58 +59,133 @@ def _median_ratio(slow: Callable[[], object], fast: Callable[[], object], rounds
     return statistics.median(ratios)
 
 
-def main() -> None:
-    """Run the demo and print what it measured."""
-    import onnxbridge as ob
-
-    torch = require("torch", purpose="The demo")
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     datasets = require("sklearn.datasets", purpose="The demo (bundled digits data)", extra="dev")
     selection = require("sklearn.model_selection", purpose="The demo", extra="dev")
-    torch.set_num_threads(1)
-
     digits = datasets.load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]  # (n, 1, 8, 8) in [0, 1]
+    x = (digits.images / 16.0).astype(np.float32)  # (n, 8, 8) in [0, 1]
     x_train, x_test, y_train, y_test = selection.train_test_split(
         x, digits.target.astype(np.int64), test_size=0.25, random_state=0, stratify=digits.target
     )
-    print(f"digits: {len(x_train)} training and {len(x_test)} held-out 8x8 images (bundled with scikit-learn)")
+    return x_train, x_test, y_train, y_test
 
-    start = time.perf_counter()
-    model = _train_cnn(torch, x_train, y_train)
-    print(f"trained a small CNN in {time.perf_counter() - start:.1f} s")
 
-    start = time.perf_counter()
-    art = ob.export(model, torch.from_numpy(x_test[:1]), dynamic_axes="batch")
-    print(f"exported with {art.exporter} (opset {art.opset}) in {time.perf_counter() - start:.1f} s")
+def _report(art: Any, samples: list[np.ndarray], started: float) -> None:
+    print(f"  exported with {art.exporter} (opset {art.opset}) in {time.perf_counter() - started:.1f} s")
     for note in art.export_notes:
         print(f"  note: {note}")
+    print("  " + str(art.validate(samples=samples)).replace("\n", "\n  "))
 
-    print(art.validate(samples=[x_test[:64]]))
 
-    session = art.session(providers=["cuda", "cpu"], threads=1)
-    print(f"session providers (really active): {', '.join(session.providers)}")
+def _pytorch(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+    import onnxbridge as ob
+
+    torch = require("torch", purpose="The demo's PyTorch part")
+    torch.set_num_threads(1)
+    x_train, x_test = x_train[:, None], x_test[:, None]  # NCHW
+    print("\n== PyTorch: CNN on digits ==")
+    start = time.perf_counter()
+    model = _train_cnn(torch, x_train, y_train)
+    print(f"  trained in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    art = ob.export(model, torch.from_numpy(x_test[:1]), dynamic_axes="batch")
+    _report(art, [x_test[:64]], start)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ob.ProviderFallbackWarning)
+        session = art.session(providers=["cuda", "cpu"], threads=1)
+    for warning in caught:
+        print(f"  warning: {warning.message}")
+    print(f"  session providers (really active): {', '.join(session.providers)}")
     onnx_pred = session.run({"input": x_test})["output"].argmax(axis=1)
     with torch.no_grad():
         torch_pred = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
-    print(
-        f"held-out accuracy: torch {np.mean(torch_pred == y_test):.2%}, onnxruntime {np.mean(onnx_pred == y_test):.2%}"
-    )
-    print(f"predictions identical on {np.mean(onnx_pred == torch_pred):.2%} of held-out images")
+    one, one_tensor = x_test[:1], torch.from_numpy(x_test[:1])
 
-    one = x_test[:1]
-    one_tensor = torch.from_numpy(one)
-
-    def torch_call() -> object:
+    def eager() -> object:
         with torch.no_grad():
             return model(one_tensor)
 
-    ratio = _median_ratio(torch_call, lambda: session.run({"input": one}))
-    print(f"batch-1 latency: onnxruntime through onnxbridge is {ratio:.1f}x faster than torch eager (median ratio)")
-
+    ratio = _median_ratio(eager, lambda: session.run({"input": one}))
     path = art.save("digits_cnn.onnx")
     reloaded = ob.load(path)
-    print(f"saved {path} ({path.stat().st_size / 1024:.0f} KiB) and reloaded it: {reloaded!r}")
-    print(f"reloaded validation: {'PASSED' if reloaded.validate().ok else 'FAILED'} against recorded reference outputs")
+    print(
+        f"  saved {path} and reloaded it: recorded-reference validation "
+        f"{'PASSED' if reloaded.validate().ok else 'FAILED'}"
+    )
+    return [
+        "PyTorch CNN",
+        f"{np.mean(torch_pred == y_test):.2%}",
+        f"{np.mean(onnx_pred == y_test):.2%}",
+        f"{np.mean(onnx_pred == torch_pred):.2%}",
+        f"{ratio:.1f}x vs torch eager",
+    ]
+
+
+def _keras(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+    import os
+
+    import onnxbridge as ob
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf = require("tensorflow", purpose="The demo's Keras part")
+    import keras
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    x_train, x_test = x_train[..., None], x_test[..., None]  # NHWC
+    print("\n== Keras 3 (TensorFlow backend): the same CNN on digits ==")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=64, epochs=12, verbose=0)
+    print(f"  trained in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    art = ob.export(model, x_test[:1])  # Keras's own None batch dimension stays dynamic
+    _report(art, [x_test[:64]], start)
+    session = art.session(threads=1)
+    onnx_pred = session.run(x_test)["output"].argmax(axis=1)
+    keras_pred = np.asarray(model(x_test, training=False)).argmax(axis=1)
+    graph = tf.function(lambda t: model(t, training=False))
+    one, one_tensor = x_test[:1], tf.constant(x_test[:1])
+    ratio = _median_ratio(lambda: graph(one_tensor), lambda: session.run(one))
+    return [
+        "Keras CNN",
+        f"{np.mean(keras_pred == y_test):.2%}",
+        f"{np.mean(onnx_pred == y_test):.2%}",
+        f"{np.mean(onnx_pred == keras_pred):.2%}",
+        f"{ratio:.1f}x vs tf.function",
+    ]
+
+
+def main() -> None:
+    """Run the demo and print what it measured."""
+    x_train, x_test, y_train, y_test = _digits()
+    print(f"digits: {len(x_train)} training and {len(x_test)} held-out 8x8 images (bundled with scikit-learn)")
+    rows = []
+    for part in (_pytorch, _keras):
+        try:
+            rows.append(part(x_train, x_test, y_train, y_test))
+        except MissingDependencyError as err:
+            print(f"\n(skipped {part.__name__.strip('_')}: {err})")
+    header = ["model", "source accuracy", "onnxruntime accuracy", "same predictions", "batch-1 speed-up"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print("\n== Summary (held-out digits) ==")
+    for row in [header, *rows]:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

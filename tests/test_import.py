@@ -36,3 +36,19 @@ def test_every_error_derives_from_the_base_error():
 
 def test_version_is_exposed():
     assert ob.__version__.count(".") == 2
+
+
+def test_exporting_an_onnx_file_imports_no_framework(tmp_path):
+    code = f"""
+import sys, json
+from onnx import TensorProto, helper, save
+import onnxbridge as ob
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
+graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y])
+save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), {str(tmp_path / "m.onnx")!r})
+ob.export({str(tmp_path / "m.onnx")!r}).validate()
+print(json.dumps([m for m in ["torch", "tensorflow", "keras", "sklearn"] if m in sys.modules]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
