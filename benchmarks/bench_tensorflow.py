@@ -80,8 +80,10 @@ def main() -> None:
             rows,
         )
     )
-    print(f"\ntensorflow {tf.__version__}, keras {keras.__version__}, onnxruntime {ort.__version__}, "
-          f"measured {time.strftime('%Y-%m-%d')}")
+    print(
+        f"\ntensorflow {tf.__version__}, keras {keras.__version__}, onnxruntime {ort.__version__}, "
+        f"measured {time.strftime('%Y-%m-%d')}"
+    )
 
 
 if __name__ == "__main__":

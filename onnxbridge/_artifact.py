@@ -120,7 +120,8 @@ class Artifact:
                 f"Validation of the {self.framework} export failed:\n  - {lines}\n{report}\n"
                 "Look at the failing cases above: a fixed axis means the exporter specialised a size "
                 "(re-export with that axis in dynamic_axes); value errors past tolerance mean the ONNX "
-                "model computes something else (try exporter='torchscript'/'dynamo' or another opset). "
+                "model computes something else (try another opset, or for PyTorch the other exporter with "
+                "exporter='torchscript' or 'dynamo'). "
                 "Pass raise_on_failure=False to get the report without raising.",
                 report,
             )
@@ -133,14 +134,17 @@ class Artifact:
                 "has none (it was loaded from a file). Validate right after export, or drop samples=."
             )
         reference: ReferenceFn | Mapping[str, Feeds]
-        if self._reference is not None and self._sample is not None:
-            cases = _validation.variants(self._sample, self.dynamic_axes, list(self._sample))
+        if self._reference is not None:
+            cases = _validation.variants(self._sample, self.dynamic_axes, list(self._sample)) if self._sample else []
             cases += [(f"samples[{i}]", feeds) for i, feeds in enumerate(extra)]
             reference = self._reference
+            why = "the export had no sample to compare on; pass validate(samples=[...])"
         elif self._sample is not None and self._reference_outputs is not None:
             cases, reference = [("recorded sample", self._sample)], {"recorded sample": self._reference_outputs}
         else:
+            cases, reference = [], {}
             why = "no source model and no recorded reference outputs"
+        if not cases:
             report.checks.append(_validation.Check(_validation.PARITY, None, why))
             return
         try:

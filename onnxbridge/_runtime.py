@@ -12,6 +12,7 @@ import functools
 from types import ModuleType
 
 from onnxbridge._deps import require
+from onnxbridge._errors import ExportError
 
 
 def onnxruntime() -> ModuleType:
@@ -58,3 +59,30 @@ def _newest_opset_in(domain: str) -> int:
 
     versions = [s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.domain == domain]
     return max(versions, default=1)
+
+
+def choose_opset(requested: int | None, *, preferred: int, converter: str, converter_max: int | None = None) -> int:
+    """The opset to export at: the user's if both sides support it, else ``preferred`` capped.
+
+    Args:
+        requested: The user's ``opset=``, or ``None``.
+        preferred: The converter's own choice (its default, or its newest).
+        converter: The converter's name, for messages.
+        converter_max: Newest opset the converter supports, when it says.
+
+    Raises:
+        ExportError: ``requested`` is newer than onnxruntime or the converter supports.
+    """
+    runtime_max = max_opset()
+    if requested is None:
+        return min(preferred, runtime_max)
+    if requested > runtime_max:
+        raise ExportError(
+            f"opset={requested} is newer than the installed onnxruntime supports (up to {runtime_max}), so the "
+            f"model could not be validated or run here. Use opset<={runtime_max}, or upgrade onnxruntime."
+        )
+    if converter_max is not None and requested > converter_max:
+        raise ExportError(
+            f"opset={requested} is newer than {converter} supports (up to {converter_max}). Use opset<={converter_max}."
+        )
+    return requested

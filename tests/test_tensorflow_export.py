@@ -235,3 +235,13 @@ def test_keras_model_on_the_torch_backend_is_pointed_to_the_torch_adapter():
     assert "'torch' backend" in out.stdout
     assert "framework='torch'" in out.stdout
     assert "torch route validates: True" in out.stdout
+
+
+def test_export_without_sample_uses_declared_inputs_and_says_parity_needs_samples():
+    art = ob.export(_mlp())
+    assert _dims(art, "input") == ["batch", 8]
+    report = art.validate()
+    parity = next(c for c in report.checks if c.name == "numeric parity")
+    assert parity.passed is None
+    assert "no sample" in parity.detail
+    assert art.validate(samples=[_x(3, 8)]).comparisons[0].passed

@@ -66,9 +66,7 @@ def _convert_opset(proto: Any, opset: int) -> Any:
     current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if current == opset:
         return proto
-    limit = _runtime.max_opset()
-    if opset > limit:
-        raise ExportError(f"opset={opset} is newer than the installed onnxruntime supports (up to {limit}).")
+    _runtime.choose_opset(opset, preferred=opset, converter="onnx's version converter")
     try:
         converted = version_converter.convert_version(proto, opset)
         onnx.checker.check_model(converted)

@@ -80,7 +80,7 @@ class TorchAdapter:
             request.dynamic_axes, sample.ranks(), {n: t.dim() for n, t in zip(out_names, out_tensors, strict=True)}
         )
         grown, growth_notes = sample.grown(axes)
-        opset = _choose_opset(torch, request.opset)
+        opset = _choose_opset(request.opset)
         notes = list(growth_notes)
         failures: list[tuple[str, BaseException]] = []
         for attempt in _attempts(exporter, notes):
@@ -288,19 +288,12 @@ def _flatten_outputs(outputs: Any, names: Sequence[str] | None) -> tuple[list[st
     return [n for n, _ in flat], [t for _, t in flat]
 
 
-def _choose_opset(torch: Any, requested: int | None) -> int:
-    limit = _runtime.max_opset()
-    if requested is not None:
-        if requested > limit:
-            raise ExportError(
-                f"opset={requested} is newer than the installed onnxruntime supports (up to {limit}), so the "
-                f"model could not be validated or run here. Use opset<={limit}, or upgrade onnxruntime."
-            )
-        return requested
-    from torch.onnx import _constants  # no public constant for the exporter's default opset
+def _choose_opset(requested: int | None) -> int:
+    from torch.onnx import _constants  # no public constants for the exporter's opsets
 
     default = int(getattr(_constants, "ONNX_DEFAULT_OPSET", 18))
-    return min(default, limit)
+    newest = getattr(_constants, "ONNX_MAX_OPSET", None)
+    return _runtime.choose_opset(requested, preferred=default, converter="torch.onnx", converter_max=newest)
 
 
 @functools.cache

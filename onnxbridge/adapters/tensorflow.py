@@ -406,21 +406,9 @@ def _specs(tf: Any, source: _Source, sample: Feeds | None, axes: DynamicAxes, us
 
 
 def _choose_opset(tf2onnx: Any, requested: int | None) -> int:
-    converter_max = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
-    runtime_max = _runtime.max_opset()
-    if requested is not None:
-        if requested > runtime_max:
-            raise ExportError(
-                f"opset={requested} is newer than the installed onnxruntime supports (up to {runtime_max}). "
-                f"Use opset<={runtime_max}, or upgrade onnxruntime."
-            )
-        if requested > converter_max:
-            raise ExportError(
-                f"opset={requested} is newer than tf2onnx {tf2onnx.__version__} supports "
-                f"(up to {converter_max}). Use opset<={converter_max}."
-            )
-        return requested
-    return min(converter_max, runtime_max)
+    newest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    converter = f"tf2onnx {tf2onnx.__version__}"
+    return _runtime.choose_opset(requested, preferred=newest, converter=converter, converter_max=newest)
 
 
 # -- conversion ----------------------------------------------------------------------------------
