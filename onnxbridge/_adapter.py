@@ -52,6 +52,8 @@ class Exported:
         reference: Runs the source model on flat inputs (for validation), if possible.
         reference_outputs: Source outputs on ``sample``, by output name.
         notes: What the adapter did on the user's behalf and why (fallbacks, growth).
+        properties: Facts that change how to read results, e.g. ``{"precision": "float32"}``;
+            shown in validation reports and saved in the file's metadata.
     """
 
     model: onnx.ModelProto
@@ -63,6 +65,7 @@ class Exported:
     reference: ReferenceFn | None = None
     reference_outputs: Feeds | None = None
     notes: list[str] = field(default_factory=list)
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

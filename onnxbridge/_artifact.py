@@ -36,6 +36,7 @@ class Artifact:
         exporter: The converter that produced the graph.
         dynamic_axes: Declared dynamic axes, ``{tensor: {axis: dim_name}}``.
         export_notes: What onnxbridge did on the user's behalf during export.
+        properties: Facts that change how to read results (e.g. ``{"precision": "float32"}``).
         validation: The last :class:`ValidationReport`, or ``None``.
     """
 
@@ -46,6 +47,7 @@ class Artifact:
         self.exporter = exported.exporter
         self.dynamic_axes: DynamicAxes = exported.dynamic_axes
         self.export_notes: tuple[str, ...] = tuple(exported.notes)
+        self.properties: dict[str, str] = dict(exported.properties)
         self.validation: _validation.ValidationReport | None = None
         self._sample = exported.sample
         self._reference: ReferenceFn | None = exported.reference
@@ -108,10 +110,11 @@ class Artifact:
         Returns:
             The report; also kept as ``artifact.validation``.
         """
-        report = _validation.ValidationReport(rtol=rtol, atol=atol)
+        report = _validation.ValidationReport(rtol=rtol, atol=atol, facts=dict(self.properties))
         report.checks.append(_validation.check_structure(self.model))
         report.checks.append(_validation.check_symbolic_axes(self.model, self.dynamic_axes))
-        extra = [as_feeds(s, self.input_names, f"samples[{i}]") for i, s in enumerate(samples or [])]
+        dtypes = _graph.input_dtypes(self.model)
+        extra = [as_feeds(s, self.input_names, f"samples[{i}]", dtypes) for i, s in enumerate(samples or [])]
         self._check_parity(report, extra)
         self.validation = report
         if not report.ok and raise_on_failure:
@@ -212,6 +215,7 @@ class Artifact:
             "exporter": self.exporter,
             "dynamic_axes": {name: {str(a): d for a, d in axes.items()} for name, axes in self.dynamic_axes.items()},
             "export_notes": list(self.export_notes),
+            "properties": self.properties or None,
             "validation": self.validation.summary() if self.validation is not None else None,
         }
         if reference and self._sample is not None:
@@ -243,6 +247,7 @@ def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exp
         sample=sample if sample is not None else reference_sample,
         reference_outputs=reference_outputs,
         notes=json.loads(meta.get("export_notes", "[]")),
+        properties=json.loads(meta.get("properties", "{}")),
     )
 
 

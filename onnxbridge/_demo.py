@@ -171,12 +171,38 @@ def _keras(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test:
     ]
 
 
+def _forest(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+    import onnxbridge as ob
+
+    ensemble = require("sklearn.ensemble", purpose="The demo's scikit-learn part", extra="sklearn")
+    flat_train, flat_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+    print("\n== scikit-learn: random forest (100 trees) on digits ==")
+    start = time.perf_counter()
+    model = ensemble.RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1).fit(flat_train, y_train)
+    print(f"  trained in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    art = ob.export(model, flat_train[:8])
+    _report(art, [flat_test], start)
+    session = art.session(threads=1)
+    onnx_pred = session.run(flat_test)["label"]
+    source_pred = model.predict(flat_test)
+    one = flat_test[:1]
+    ratio = _median_ratio(lambda: model.predict_proba(one), lambda: session.run(one), calls=20)
+    return [
+        "RandomForest",
+        f"{np.mean(source_pred == y_test):.2%}",
+        f"{np.mean(onnx_pred == y_test):.2%}",
+        f"{np.mean(onnx_pred == source_pred):.2%}",
+        f"{ratio:.0f}x vs predict_proba",
+    ]
+
+
 def main() -> None:
     """Run the demo and print what it measured."""
     x_train, x_test, y_train, y_test = _digits()
     print(f"digits: {len(x_train)} training and {len(x_test)} held-out 8x8 images (bundled with scikit-learn)")
     rows = []
-    for part in (_pytorch, _keras):
+    for part in (_pytorch, _keras, _forest):
         try:
             rows.append(part(x_train, x_test, y_train, y_test))
         except MissingDependencyError as err:

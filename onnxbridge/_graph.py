@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from onnxbridge._axes import DynamicAxes
 
@@ -21,6 +23,20 @@ def signature(model: onnx.ModelProto) -> Iterator[onnx.ValueInfoProto]:
     """Graph inputs (initializers excluded) and outputs."""
     yield from inputs(model)
     yield from model.graph.output
+
+
+def input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype[Any] | None]:
+    """Numpy dtype of each tensor input (``None`` for non-tensor or unmapped types)."""
+    from onnx import helper
+
+    out: dict[str, np.dtype[Any] | None] = {}
+    for value in inputs(model):
+        elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+        try:
+            out[value.name] = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else None
+        except (KeyError, TypeError):
+            out[value.name] = None
+    return out
 
 
 def ranks(values: list[onnx.ValueInfoProto]) -> dict[str, int]:

@@ -164,6 +164,9 @@ def _check_adapter(adapter: object) -> None:
 default_registry = Registry()
 default_registry.register_lazy("onnx", ("onnx", "builtins", "pathlib"), "onnxbridge.adapters.onnx_model:OnnxAdapter")
 default_registry.register_lazy("torch", ("torch",), "onnxbridge.adapters.pytorch:TorchAdapter")
+default_registry.register_lazy(
+    "sklearn", ("sklearn", "lightgbm", "xgboost", "imblearn"), "onnxbridge.adapters.scikit_learn:SklearnAdapter"
+)
 # Registered after torch so that it is tried first: a Keras 3 model on the torch backend is
 # also a torch.nn.Module, and the TensorFlow adapter explains which route to take.
 default_registry.register_lazy(

@@ -163,7 +163,7 @@ class Session:
 
     def _feeds(self, inputs: Any) -> dict[str, Any]:
         # The hot path: a dict of numpy arrays that already fit is passed on as it is.
-        given = inputs if type(inputs) is dict else _as_mapping(inputs, self.input_names)
+        given = inputs if type(inputs) is dict else _as_mapping(inputs, self.input_names, self.inputs)
         if given.keys() != self._name_set:
             _raise_names(given, self.input_names)
         feeds: dict[str, Any] | None = None
@@ -198,9 +198,11 @@ class Session:
         return "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
 
 
-def _as_mapping(inputs: Any, names: Sequence[str]) -> Mapping[str, Any]:
+def _as_mapping(inputs: Any, names: Sequence[str], specs: Sequence[InputSpec] = ()) -> Mapping[str, Any]:
     if isinstance(inputs, Mapping):
         return inputs
+    if type(inputs).__module__.startswith("pandas") and hasattr(inputs, "columns"):
+        return _from_frame(inputs, names, {s.name: s.dtype for s in specs})
     if isinstance(inputs, (list, tuple)):
         if len(inputs) != len(names):
             raise InputError(
@@ -214,6 +216,35 @@ def _as_mapping(inputs: Any, names: Sequence[str]) -> Mapping[str, Any]:
         f"A single {type(inputs).__name__} was passed, but the model takes {len(names)} inputs: "
         f"{', '.join(map(repr, names))}. Pass a dict by name or a list in that order."
     )
+
+
+def _from_frame(frame: Any, names: Sequence[str], dtypes: Mapping[str, np.dtype[Any] | None]) -> dict[str, Any]:
+    """A pandas DataFrame as inputs: one per column named like an input, else one matrix.
+
+    A DataFrame's columns carry their own types, so numeric columns are converted to the
+    numeric dtype each input declares (an int column feeding a float input is expected).
+    """
+    columns = [str(c) for c in frame.columns]
+    if set(names) <= set(columns) and (len(names) > 1 or names[0] in columns):
+        by_name = dict(zip(columns, frame.columns, strict=True))
+        return {name: _column(frame[by_name[name]], dtypes.get(name)) for name in names}
+    if len(names) == 1:
+        matrix = frame.to_numpy()
+        want = dtypes.get(names[0])
+        return {names[0]: matrix.astype(want) if want is not None and matrix.dtype.kind in "biuf" else matrix}
+    raise InputError(
+        f"The DataFrame's columns {columns} do not name the model's inputs {list(names)}. Pass a DataFrame with "
+        "those columns, or a dict of arrays by input name."
+    )
+
+
+def _column(series: Any, want: np.dtype[Any] | None) -> np.ndarray:
+    values = series.to_numpy()
+    if values.dtype.kind not in "biuf":  # strings, categories: the model takes tensor(string)
+        values = values.astype(object)
+    elif want is not None and want.kind in "biuf":
+        values = values.astype(want)
+    return values.reshape(-1, 1)
 
 
 def _raise_names(given: Mapping[str, Any], names: Sequence[str]) -> None:
@@ -249,8 +280,12 @@ def to_numpy(value: Any, name: str = "input") -> np.ndarray:
         raise InputError(f"Input {name!r} of type {type(value).__name__} cannot be read as an array: {err}") from err
 
 
-def as_feeds(sample: Any, names: Sequence[str], label: str = "sample") -> dict[str, np.ndarray]:
-    """Flat named arrays from a dict by name, a sequence in input order, or one array."""
+def as_feeds(
+    sample: Any, names: Sequence[str], label: str = "sample", dtypes: Mapping[str, np.dtype[Any] | None] | None = None
+) -> dict[str, np.ndarray]:
+    """Flat named arrays from a dict by name, a sequence in input order, one array, or a DataFrame."""
+    if type(sample).__module__.startswith("pandas") and hasattr(sample, "columns"):
+        return _from_frame(sample, names, dtypes or {})
     if isinstance(sample, Mapping):
         unknown = sorted(str(k) for k in sample if k not in names)
         if unknown:

@@ -80,6 +80,8 @@ class ValidationReport:
     comparisons: list[OutputComparison] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     """Cases that could not be compared at all (a run failed, an output was missing)."""
+    facts: dict[str, str] = field(default_factory=dict)
+    """Export facts that matter when reading the figures, e.g. ``{"precision": "float32"}``."""
 
     @property
     def ok(self) -> bool:
@@ -114,10 +116,12 @@ class ValidationReport:
             "checks": {c.name: _status(c.passed) for c in self.checks},
             "cases": sorted({c.case for c in self.comparisons}),
             "max_abs_error": worst,
+            **({"facts": self.facts} if self.facts else {}),
         }
 
     def __str__(self) -> str:
-        lines = [f"Validation {'PASSED' if self.ok else 'FAILED'} (rtol={self.rtol:g}, atol={self.atol:g})"]
+        facts = "".join(f", {key}={value}" for key, value in sorted(self.facts.items()))
+        lines = [f"Validation {'PASSED' if self.ok else 'FAILED'} (rtol={self.rtol:g}, atol={self.atol:g}{facts})"]
         for check in self.checks:
             lines.append(f"  [{_status(check.passed):^7}] {check.name}: {check.detail}")
         if self.comparisons:
