@@ -64,7 +64,10 @@ def main() -> None:
                     f"{result.ratio:.1f}x",
                 ]
             )
-    print("## onnxbridge session vs predict_proba, 1 thread (targets: >= 10x / 50x at 1 row, >= 1.5x at 1000)\n")
+    print(
+        "## onnxbridge session (1 onnxruntime thread) vs predict_proba (n_jobs=1) "
+        "(targets: >= 10x / 50x at 1 row, >= 1.5x at 1000)\n"
+    )
     print(table(["model", "rows", "predict_proba", "onnxbridge session", "speed-up"], rows))
     print(f"\nscikit-learn {sklearn.__version__}, onnxruntime {ort.__version__}, measured {time.strftime('%Y-%m-%d')}")
 
