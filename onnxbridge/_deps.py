@@ -43,12 +43,3 @@ def require(module: str, *, purpose: str, extra: str | None = None) -> ModuleTyp
         missing = isinstance(err, ModuleNotFoundError) and err.name in {root, module}
         state = "is not installed" if missing else f"is installed but failed to import ({err})"
         raise MissingDependencyError(f"{purpose} needs the '{root}' package, which {state}. {how}.") from err
-
-
-def module_version(module: str) -> str:
-    """Version string of an imported or importable module, or ``"unknown"``."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return "unknown"
-    return str(getattr(mod, "__version__", "unknown"))

@@ -400,10 +400,8 @@ def _plain(value: Any) -> Any:
 
 def _register_boosters(model: Any) -> None:
     modules = {type(obj).__module__.split(".")[0] for obj in [model, *_steps(model)]}
-    if "lightgbm" in modules:
-        _register_lightgbm()
-    if "xgboost" in modules:
-        _register_xgboost()
+    for library in sorted(modules & set(_BOOSTERS)):
+        _register_booster(library)
 
 
 def _steps(model: Any) -> list[Any]:
@@ -413,57 +411,41 @@ def _steps(model: Any) -> list[Any]:
         return []
 
 
+# library -> (classifier, regressor, onnxmltools converter module, function, skl2onnx alias prefix)
+_BOOSTERS = {
+    "lightgbm": (
+        "LGBMClassifier",
+        "LGBMRegressor",
+        "lightgbm.operator_converters.LightGbm",
+        "convert_lightgbm",
+        "LightGbm",
+    ),
+    "xgboost": ("XGBClassifier", "XGBRegressor", "xgboost.operator_converters.XGBoost", "convert_xgboost", "XGBoost"),
+}
+
+
 @functools.cache
-def _register_lightgbm() -> None:
-    lightgbm = require("lightgbm", purpose="Exporting a LightGBM model", extra="lightgbm")
+def _register_booster(library: str) -> None:
+    """Register onnxmltools' converter for a boosting library's scikit-learn API with skl2onnx."""
+    classifier, regressor, converter_module, function, alias = _BOOSTERS[library]
+    purpose = f"Exporting a {library} model"
+    module = require(library, purpose=purpose, extra=library)
+    converter = getattr(require(f"onnxmltools.convert.{converter_module}", purpose=purpose, extra=library), function)
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
     )
 
-    converter = require(
-        "onnxmltools.convert.lightgbm.operator_converters.LightGbm",
-        purpose="Exporting a LightGBM model",
-        extra="lightgbm",
-    ).convert_lightgbm
-    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     update_registered_converter(
-        lightgbm.LGBMClassifier,
-        "LightGbmLGBMClassifier",
+        getattr(module, classifier),
+        f"{alias}{classifier}",
         calculate_linear_classifier_output_shapes,
         converter,
-        options=classifier_options,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
     )
     update_registered_converter(
-        lightgbm.LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes, converter
-    )
-
-
-@functools.cache
-def _register_xgboost() -> None:
-    xgboost = require("xgboost", purpose="Exporting an XGBoost model", extra="xgboost")
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import (
-        calculate_linear_classifier_output_shapes,
-        calculate_linear_regressor_output_shapes,
-    )
-
-    converter = require(
-        "onnxmltools.convert.xgboost.operator_converters.XGBoost",
-        purpose="Exporting an XGBoost model",
-        extra="xgboost",
-    ).convert_xgboost
-    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
-    update_registered_converter(
-        xgboost.XGBClassifier,
-        "XGBoostXGBClassifier",
-        calculate_linear_classifier_output_shapes,
-        converter,
-        options=classifier_options,
-    )
-    update_registered_converter(
-        xgboost.XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, converter
+        getattr(module, regressor), f"{alias}{regressor}", calculate_linear_regressor_output_shapes, converter
     )
 
 
