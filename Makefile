@@ -4,7 +4,7 @@
 # VENV may point anywhere; it is reused as long as pyproject.toml and the constraints are unchanged.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,dev
+EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,dev
 
 .PHONY: venv demo test lint bench clean
 
@@ -26,6 +26,7 @@ bench: venv
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_tensorflow.py
 	$(PY) benchmarks/bench_sklearn.py
+	$(PY) benchmarks/bench_quantization.py
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -26,11 +26,13 @@ from onnxbridge._errors import (
     ModelFileError,
     OnnxBridgeError,
     ProviderError,
+    QuantizationError,
     RegistrationError,
     UnsupportedModelError,
     ValidationError,
 )
 from onnxbridge._export import export
+from onnxbridge._quantization import OutputAccuracy, QuantizationMode, QuantizationReport
 from onnxbridge._registry import register_adapter, supported_frameworks
 
 # Results
@@ -51,9 +53,13 @@ __all__ = [
     "MissingDependencyError",
     "ModelFileError",
     "OnnxBridgeError",
+    "OutputAccuracy",
     "OutputComparison",
     "ProviderError",
     "ProviderFallbackWarning",
+    "QuantizationError",
+    "QuantizationMode",
+    "QuantizationReport",
     "RegistrationError",
     "Session",
     "UnsupportedModelError",

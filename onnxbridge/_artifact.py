@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from onnxbridge import _graph, _serialization, _validation
 from onnxbridge._adapter import Exported, Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._errors import InputError, ValidationError
+from onnxbridge._quantization import VALIDATION_TOLERANCES
 from onnxbridge._session import Session, as_feeds
 from onnxbridge._version import __version__
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import onnx
 
     from onnxbridge._providers import ProviderSpec
+    from onnxbridge._quantization import QuantizationReport
 
 __all__ = ["Artifact", "load"]
 
@@ -38,6 +40,8 @@ class Artifact:
         export_notes: What onnxbridge did on the user's behalf during export.
         properties: Facts that change how to read results (e.g. ``{"precision": "float32"}``).
         validation: The last :class:`ValidationReport`, or ``None``.
+        parent: The float artifact this one was quantized from, or ``None``.
+        quantization: The :class:`QuantizationReport` of a quantized artifact, or ``None``.
     """
 
     def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
@@ -53,6 +57,8 @@ class Artifact:
         self._reference: ReferenceFn | None = exported.reference
         self._reference_outputs = exported.reference_outputs
         self._path = path
+        self.parent: Artifact | None = None
+        self.quantization: QuantizationReport | None = None
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -85,8 +91,8 @@ class Artifact:
     def validate(
         self,
         *,
-        rtol: float = 1e-3,
-        atol: float = 1e-5,
+        rtol: float | None = None,
+        atol: float | None = None,
         samples: Iterable[Any] | None = None,
         raise_on_failure: bool = True,
     ) -> _validation.ValidationReport:
@@ -100,8 +106,10 @@ class Artifact:
            recorded at export time, if the file kept them.
 
         Args:
-            rtol: Relative tolerance, as in ``numpy.allclose``.
-            atol: Absolute tolerance.
+            rtol: Relative tolerance, as in ``numpy.allclose``. Default 1e-3; for a quantized
+                artifact, a tolerance suited to its mode (0.1 for int8, 1e-2 for fp16).
+            atol: Absolute tolerance. Default 1e-5; for a quantized artifact, 0.1 for int8
+                and 1e-3 for fp16.
             samples: Extra inputs, each a dict by input name, a list in input order, or
                 one array for single-input models. Needs the source model.
             raise_on_failure: Raise :class:`ValidationError` on failure; otherwise return
@@ -110,7 +118,14 @@ class Artifact:
         Returns:
             The report; also kept as ``artifact.validation``.
         """
-        report = _validation.ValidationReport(rtol=rtol, atol=atol, facts=dict(self.properties))
+        facts = dict(self.properties)
+        default_rtol, default_atol = 1e-3, 1e-5
+        if self.quantization is not None:
+            default_rtol, default_atol = VALIDATION_TOLERANCES[self.quantization.mode]
+            facts["tolerances"] = f"{self.quantization.mode.value} defaults"
+        report = _validation.ValidationReport(
+            rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol, facts=facts
+        )
         report.checks.append(_validation.check_structure(self.model))
         report.checks.append(_validation.check_symbolic_axes(self.model, self.dynamic_axes))
         dtypes = _graph.input_dtypes(self.model)
@@ -162,6 +177,59 @@ class Artifact:
         report.checks.append(check)
         report.comparisons.extend(comparisons)
         report.errors.extend(errors)
+
+    # -- quantization ---------------------------------------------------------------------
+    def quantize(
+        self,
+        mode: str,
+        *,
+        calibration: Any = None,
+        method: str = "minmax",
+        per_channel: bool | None = None,
+        op_types: Sequence[str] | None = None,
+        exclude: Iterable[str] = (),
+        tolerance: Mapping[str, float] | None = None,
+        train: Callable[[Any], Any] | None = None,
+        keep_io_types: bool = True,
+    ) -> Artifact:
+        """A quantized copy of this artifact, measured against it.
+
+        Args:
+            mode: ``"dynamic"`` (int8 weights; Conv left in float by default, since dynamic
+                conv kernels are slower than float ones), ``"static"`` (QDQ with calibration),
+                ``"qat"`` (quantization-aware training of a PyTorch source), or ``"fp16"``.
+            calibration: Samples for static quantization (and for measuring): an iterable of
+                samples shaped like the export sample, or one batched array.
+            method: Static calibration method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
+            per_channel: Per-channel int8 weights (default on).
+            op_types: Operator types to quantize (dynamic default: MatMul, Attention, LSTM;
+                Gemm with constant weights is rewritten to MatMul first).
+            exclude: Node names or operator types to leave in float.
+            tolerance: Accuracy to keep, e.g. ``{"cosine": 0.99}`` or ``{"top1": 0.99}``
+                (also ``"max_abs"``). A result that misses it is repaired by leaving the most
+                sensitive nodes in float, one at a time; :class:`QuantizationError` if nothing helps.
+            train: For ``"qat"``: called with a copy of the PyTorch model holding
+                fake-quantization modules; it should fine-tune it in place.
+            keep_io_types: For ``"fp16"``: keep float32 inputs and outputs.
+
+        Returns:
+            A new :class:`Artifact` with ``.parent`` set and ``.quantization`` holding the
+            report (settings, sizes, accuracy per output, nodes left in float, latency ratio).
+        """
+        from onnxbridge import _quantization
+
+        return _quantization.quantize(
+            self,
+            mode,
+            calibration=calibration,
+            method=method,
+            per_channel=per_channel,
+            op_types=op_types,
+            exclude=exclude,
+            tolerance=tolerance,
+            train=train,
+            keep_io_types=keep_io_types,
+        )
 
     # -- running --------------------------------------------------------------------------
     def session(
@@ -217,6 +285,7 @@ class Artifact:
             "export_notes": list(self.export_notes),
             "properties": self.properties or None,
             "validation": self.validation.summary() if self.validation is not None else None,
+            "quantization": self.quantization.summary() if self.quantization is not None else None,
         }
         if reference and self._sample is not None:
             outputs = self._reference_outputs

@@ -22,6 +22,7 @@ __all__ = [
     "ModelFileError",
     "OnnxBridgeError",
     "ProviderError",
+    "QuantizationError",
     "RegistrationError",
     "UnsupportedModelError",
     "ValidationError",
@@ -62,6 +63,14 @@ class ValidationError(OnnxBridgeError):
 
 class ProviderError(OnnxBridgeError):
     """An execution provider is unknown, or unavailable while ``strict=True``."""
+
+
+class QuantizationError(OnnxBridgeError):
+    """Quantization could not run, or could not meet the requested tolerance; ``.report`` says why."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class InferenceError(OnnxBridgeError, RuntimeError):

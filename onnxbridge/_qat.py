@@ -1,0 +1,150 @@
+"""Quantization-aware training for PyTorch-sourced artifacts.
+
+The scheme matches what onnxruntime runs fast: uint8 asymmetric activations and int8
+symmetric per-channel weights. torch 2.13's default QAT qconfig uses fused
+``FusedMovingAvgObsFakeQuantize`` modules that neither torch exporter converts
+(``aten::fused_moving_avg_obs_fake_quant``); plain ``FakeQuantize`` modules, with their
+observers disabled after training, export through the TorchScript exporter to
+QuantizeLinear/DequantizeLinear pairs that onnxruntime runs with exact parity.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from onnxbridge._errors import InputError, QuantizationError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxbridge._artifact import Artifact
+
+_QDQ = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def has_qdq(model: onnx.ModelProto) -> bool:
+    """Whether the graph already holds QuantizeLinear/DequantizeLinear nodes."""
+    return any(node.op_type in _QDQ for node in model.graph.node)
+
+
+def builder(artifact: Artifact, train: Callable[[Any], Any] | None) -> Any:
+    """The builder for ``quantize("qat")`` on this artifact."""
+    if train is None:
+        if has_qdq(artifact.model):
+            return _AsTrained()
+        raise InputError(
+            "quantize('qat') needs train=callable: onnxbridge hands your function a copy of the model with "
+            "fake-quantization inserted, your function fine-tunes it, and the result is exported. Without training, "
+            "use quantize('static', calibration=...)."
+        )
+    if artifact.framework != "torch":
+        raise InputError(
+            f"quantize('qat') trains PyTorch models; this artifact comes from {artifact.framework!r}. Use "
+            "quantize('static', calibration=...) instead, or export a model that already holds QDQ nodes from "
+            "quantization-aware training in its framework and call quantize('qat') without train."
+        )
+    reference = artifact._reference
+    model = getattr(reference, "model", None)
+    sample = getattr(reference, "sample", None)
+    if model is None or sample is None:
+        raise InputError(
+            "quantize('qat') needs the source PyTorch model, which a loaded artifact does not have. Export the "
+            "model again in this process, then call quantize('qat', train=...)."
+        )
+    return _TorchQat(artifact, model, sample, train)
+
+
+class _AsTrained:
+    """An artifact whose graph already has QDQ from training elsewhere: nothing to change."""
+
+    def settings(self, exclude: list[str]) -> dict[str, Any]:
+        return {"source": "QDQ already in the graph"}
+
+    def candidates(self, model: onnx.ModelProto) -> list[str]:
+        return []
+
+    def __call__(self, model: onnx.ModelProto, exclude: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+        return model, []
+
+
+class _TorchQat:
+    def __init__(self, artifact: Artifact, model: Any, sample: Any, train: Callable[[Any], Any]) -> None:
+        self.artifact, self.model, self.sample, self.train = artifact, model, sample, train
+        self._result: onnx.ModelProto | None = None
+        self.source: Artifact | None = None  # the trained fake-quant model, validate()'s ground truth
+
+    def settings(self, exclude: list[str]) -> dict[str, Any]:
+        return {
+            "activations": "uint8 asymmetric (FakeQuantize, MovingAverageMinMaxObserver)",
+            "weights": "int8 symmetric per-channel",
+            "format": "QDQ",
+            "exporter": "torchscript",
+        }
+
+    def candidates(self, model: onnx.ModelProto) -> list[str]:
+        return []  # a trained model cannot be partly re-trained node by node
+
+    def __call__(self, model: onnx.ModelProto, exclude: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+        if self._result is None:
+            self._result = self._train_and_export()
+        from onnxbridge._quantization import float_nodes
+
+        return self._result, float_nodes(self._result)
+
+    def _train_and_export(self) -> onnx.ModelProto:
+        import torch
+        from torch.ao import quantization as tq
+
+        import onnxbridge
+
+        qmodel = copy.deepcopy(self.model)
+        activation = tq.FakeQuantize.with_args(
+            observer=tq.MovingAverageMinMaxObserver,
+            quant_min=0,
+            quant_max=255,
+            dtype=torch.quint8,
+            qscheme=torch.per_tensor_affine,
+        )
+        weight = tq.FakeQuantize.with_args(
+            observer=tq.MovingAveragePerChannelMinMaxObserver,
+            quant_min=-128,
+            quant_max=127,
+            dtype=torch.qint8,
+            qscheme=torch.per_channel_symmetric,
+            ch_axis=0,
+        )
+        qmodel.qconfig = tq.QConfig(activation=activation, weight=weight)
+        qmodel.train()
+        tq.prepare_qat(qmodel, inplace=True)
+        try:
+            self.train(qmodel)
+        except Exception as err:
+            raise QuantizationError(f"The train function raised {type(err).__name__}: {err}") from err
+        qmodel.apply(tq.disable_observer)
+        qmodel.eval()
+        art = self.artifact
+        inputs = dict(zip(self.sample.names, self.sample.tensors(), strict=True))
+        sample = inputs if self.sample.kwargs else tuple(inputs.values())
+        if not self.sample.kwargs and len(inputs) == 1:
+            sample = next(iter(inputs.values()))
+        exported = onnxbridge.export(
+            qmodel,
+            sample,
+            dynamic_axes={k: v for k, v in art.dynamic_axes.items()},
+            input_names=art.input_names,
+            output_names=art.output_names,
+            opset=max(art.opset, 13),  # per-channel QuantizeLinear needs opset 13
+            exporter="torchscript",
+        )
+        from onnxbridge._quantization import fold_weight_quantization
+
+        fold_weight_quantization(exported.model)
+        self.source = exported
+        if not has_qdq(exported.model):
+            raise QuantizationError(
+                "The QAT model exported without QuantizeLinear/DequantizeLinear nodes; the model may have no layers "
+                "that torch's eager QAT swaps (Linear, Conv)."
+            )
+        return exported.model
