@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import onnxruntime as ort
 import torch
-import transformers
 from _timing import compare, table
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -84,29 +83,14 @@ def main() -> None:
                 f"accuracy {float_acc:.2%} -> {acc:.2%}",
             ]
         )
-    config = transformers.BertConfig(
-        vocab_size=1000,
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    bert = transformers.BertModel(config).eval()
     rng = np.random.default_rng(0)
-    sample = {
-        "input_ids": torch.from_numpy(rng.integers(0, 1000, (1, 64))),
-        "attention_mask": torch.ones(1, 64, dtype=torch.int64),
-    }
+    bert = models.bert(vocab=1000, hidden=256, layers=4, heads=4, positions=128)
+    sample = {k: torch.from_numpy(v) for k, v in models.bert_inputs(rng, 1, 64, 1000).items()}
     art = ob.export(bert, sample, {name: {0: "batch", 1: "seq"} for name in sample})
-    calibration = [
-        {"input_ids": rng.integers(0, 1000, (4, 64)), "attention_mask": np.ones((4, 64), np.int64)} for _ in range(8)
-    ]
+    calibration = [models.bert_inputs(rng, 4, 64, 1000) for _ in range(8)]
     q = art.quantize("dynamic", calibration=calibration)
     cosine = min(a.cosine for a in q.quantization.accuracy if a.cosine is not None)
-    feeds1 = {"input_ids": rng.integers(0, 1000, (1, 64)), "attention_mask": np.ones((1, 64), np.int64)}
-    feeds8 = {"input_ids": rng.integers(0, 1000, (8, 64)), "attention_mask": np.ones((8, 64), np.int64)}
+    feeds1, feeds8 = models.bert_inputs(rng, 1, 64, 1000), models.bert_inputs(rng, 8, 64, 1000)
     rows.append(
         [
             "BERT 4x256, seq 64 (dynamic)",

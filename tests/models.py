@@ -68,3 +68,26 @@ class Unconvertible(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.linalg.svd(x)[0]
+
+
+def bert(*, vocab: int = 200, hidden: int = 64, layers: int = 2, heads: int = 4, positions: int = 64) -> nn.Module:
+    """A randomly initialised Hugging Face BERT built from a small config (nothing downloaded)."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden if hidden >= 128 else 2 * hidden,
+        max_position_embeddings=positions,
+    )
+    torch.manual_seed(0)
+    return transformers.BertModel(config).eval()
+
+
+def bert_inputs(rng, batch: int, seq: int, vocab: int = 200) -> dict:
+    """Token ids and an all-ones attention mask, as numpy arrays."""
+    import numpy as np
+
+    return {"input_ids": rng.integers(0, vocab, (batch, seq)), "attention_mask": np.ones((batch, seq), np.int64)}

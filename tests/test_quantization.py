@@ -121,27 +121,11 @@ def test_quantized_artifact_saves_its_lineage(cnn, tmp_path):
 
 @pytest.fixture(scope="module")
 def bert():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=200,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertModel(config).eval()
+    pytest.importorskip("transformers")
     rng = np.random.default_rng(0)
-    sample = {
-        "input_ids": torch.from_numpy(rng.integers(0, 200, (2, 12))),
-        "attention_mask": torch.ones(2, 12, dtype=torch.int64),
-    }
-    art = ob.export(model, sample, {name: {0: "batch", 1: "seq"} for name in sample})
-    calibration = [
-        {"input_ids": rng.integers(0, 200, (4, 16)), "attention_mask": np.ones((4, 16), np.int64)} for _ in range(6)
-    ]
-    return art, calibration
+    sample = {k: torch.from_numpy(v) for k, v in models.bert_inputs(rng, 2, 12).items()}
+    art = ob.export(models.bert(), sample, {name: {0: "batch", 1: "seq"} for name in sample})
+    return art, [models.bert_inputs(rng, 4, 16) for _ in range(6)]
 
 
 def test_dynamic_int8_transformer_keeps_cosine_and_shrinks(bert):

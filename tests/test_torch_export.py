@@ -120,18 +120,9 @@ def test_model_modes_are_restored_after_export_and_validation():
 
 
 def test_hugging_face_model_output_is_flattened_into_named_outputs():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertModel(config)
-    sample = {"input_ids": torch.randint(0, 100, (1, 7)), "attention_mask": torch.ones(1, 7, dtype=torch.int64)}
+    pytest.importorskip("transformers")
+    model = models.bert(vocab=100, hidden=32, heads=2, positions=32)
+    sample = {k: torch.from_numpy(v) for k, v in models.bert_inputs(np.random.default_rng(0), 1, 7, 100).items()}
     axes = {name: {0: "batch", 1: "seq"} for name in sample}
     art = ob.export(model, sample, axes)
     assert art.output_names == ["last_hidden_state", "pooler_output"]
