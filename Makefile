@@ -1,25 +1,34 @@
 # Two commands for a fresh clone:
 #   make demo   set everything up, then run the end-to-end demo
-#   make test   set everything up, then run lint, type checks and the whole test suite
+#   make test   set everything up, then lint, type checks, the docs site (strict), the built
+#               package (twine check) and the whole test suite
 # VENV may point anywhere; it is reused as long as pyproject.toml and the constraints are unchanged.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,dev
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint docs dist bench clean
 
 venv:
 	python3 scripts/ensure_venv.py $(VENV) $(EXTRAS)
 
 demo: venv
-	$(PY) -m onnxbridge._demo
+	$(PY) -m onnxbridge demo
 
 lint: venv
 	$(PY) -m ruff check onnxbridge tests benchmarks scripts
 	$(PY) -m ruff format --check onnxbridge tests benchmarks scripts
 	$(PY) -m mypy
 
-test: lint
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
+dist: venv
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist . > /dev/null
+	$(PY) -m twine check --strict dist/*
+
+test: lint docs dist
 	$(PY) -m pytest
 
 bench: venv

@@ -77,7 +77,7 @@ def _report(art: Any, samples: list[np.ndarray], started: float) -> None:
     print("  " + str(art.validate(samples=samples)).replace("\n", "\n  "))
 
 
-def _pytorch(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+def _pytorch(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[list[str]]:
     import onnxbridge as ob
 
     torch = require("torch", purpose="The demo's PyTorch part")
@@ -112,16 +112,32 @@ def _pytorch(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_tes
         f"  saved {path} and reloaded it: recorded-reference validation "
         f"{'PASSED' if reloaded.validate().ok else 'FAILED'}"
     )
+    print("\n== PyTorch CNN, static int8 quantization ==")
+    quantized = art.quantize("static", calibration=x_train[:256])
+    report = quantized.quantization
+    assert report is not None
+    print("  " + str(report).replace("\n", "\n  "))
+    int8_pred = quantized.session(threads=1).run({"input": x_test})["output"].argmax(axis=1)
+    int8_row = [
+        "PyTorch CNN int8 (static)",
+        "-",
+        f"{np.mean(int8_pred == y_test):.2%}",
+        f"{np.mean(int8_pred == torch_pred):.2%}",
+        f"{report.size_ratio:.2f}x file size",
+    ]
     return [
-        "PyTorch CNN",
-        f"{np.mean(torch_pred == y_test):.2%}",
-        f"{np.mean(onnx_pred == y_test):.2%}",
-        f"{np.mean(onnx_pred == torch_pred):.2%}",
-        f"{ratio:.1f}x vs torch eager",
+        [
+            "PyTorch CNN",
+            f"{np.mean(torch_pred == y_test):.2%}",
+            f"{np.mean(onnx_pred == y_test):.2%}",
+            f"{np.mean(onnx_pred == torch_pred):.2%}",
+            f"{ratio:.1f}x vs torch eager",
+        ],
+        int8_row,
     ]
 
 
-def _keras(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+def _keras(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[list[str]]:
     import os
 
     import onnxbridge as ob
@@ -163,15 +179,17 @@ def _keras(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test:
     one, one_tensor = x_test[:1], tf.constant(x_test[:1])
     ratio = _median_ratio(lambda: graph(one_tensor), lambda: session.run(one))
     return [
-        "Keras CNN",
-        f"{np.mean(keras_pred == y_test):.2%}",
-        f"{np.mean(onnx_pred == y_test):.2%}",
-        f"{np.mean(onnx_pred == keras_pred):.2%}",
-        f"{ratio:.1f}x vs tf.function",
+        [
+            "Keras CNN",
+            f"{np.mean(keras_pred == y_test):.2%}",
+            f"{np.mean(onnx_pred == y_test):.2%}",
+            f"{np.mean(onnx_pred == keras_pred):.2%}",
+            f"{ratio:.1f}x vs tf.function",
+        ]
     ]
 
 
-def _forest(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+def _forest(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> list[list[str]]:
     import onnxbridge as ob
 
     ensemble = require("sklearn.ensemble", purpose="The demo's scikit-learn part", extra="sklearn")
@@ -189,11 +207,13 @@ def _forest(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test
     one = flat_test[:1]
     ratio = _median_ratio(lambda: model.predict_proba(one), lambda: session.run(one), calls=20)
     return [
-        "RandomForest",
-        f"{np.mean(source_pred == y_test):.2%}",
-        f"{np.mean(onnx_pred == y_test):.2%}",
-        f"{np.mean(onnx_pred == source_pred):.2%}",
-        f"{ratio:.0f}x vs predict_proba",
+        [
+            "RandomForest",
+            f"{np.mean(source_pred == y_test):.2%}",
+            f"{np.mean(onnx_pred == y_test):.2%}",
+            f"{np.mean(onnx_pred == source_pred):.2%}",
+            f"{ratio:.0f}x vs predict_proba",
+        ]
     ]
 
 
@@ -204,10 +224,10 @@ def main() -> None:
     rows = []
     for part in (_pytorch, _keras, _forest):
         try:
-            rows.append(part(x_train, x_test, y_train, y_test))
+            rows += part(x_train, x_test, y_train, y_test)
         except MissingDependencyError as err:
             print(f"\n(skipped {part.__name__.strip('_')}: {err})")
-    header = ["model", "source accuracy", "onnxruntime accuracy", "same predictions", "batch-1 speed-up"]
+    header = ["model", "source accuracy", "onnxruntime accuracy", "same predictions", "speed / size"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print("\n== Summary (held-out digits) ==")
     for row in [header, *rows]:

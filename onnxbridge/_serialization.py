@@ -8,6 +8,7 @@ truncated model behind. Models past protobuf's 2 GB limit get external data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -66,37 +67,54 @@ def decode_reference(text: str) -> tuple[Feeds, Feeds]:
     return sample, outputs
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically; external data when asked or when too large."""
-    import onnx
-
-    target = Path(path)
+def _check_target(target: Path) -> None:
     if target.is_dir():
         raise ModelFileError(f"Cannot save to {str(target)!r}: it is a directory. Give a file path like 'model.onnx'.")
     if not target.parent.is_dir():
         raise ModelFileError(
             f"Cannot save to {str(target)!r}: folder {str(target.parent)!r} does not exist. Create it first."
         )
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Write a file through a temporary name in the same folder, renamed into place on success."""
+    target = Path(path)
+    _check_target(target)
+    fd, staged = tempfile.mkstemp(prefix=".onnxbridge-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staged, target)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically; external data when asked or when too large."""
+    import onnx
+
+    target = Path(path)
+    _check_target(target)
     if external_data is None:
         external_data = model.ByteSize() > PROTOBUF_LIMIT
+    if not external_data:
+        with atomic_write(target) as handle:
+            handle.write(model.SerializeToString())
+        return target
     staging = Path(tempfile.mkdtemp(prefix=".onnxbridge-", dir=target.parent))
     try:
         staged = staging / target.name
-        if external_data:
-            location = target.name + ".data"
-            onnx.save_model(
-                model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=location
-            )
-            # save_model moved the weights out of `model`; put them back so the caller's
-            # in-memory model stays whole.
-            onnx.load_external_data_for_model(model, str(staging))
-            if (staging / location).exists():  # tensors under 1 KiB stay inline; there may be none
-                os.replace(staging / location, target.parent / location)
-        else:
-            with open(staged, "wb") as handle:
-                handle.write(model.SerializeToString())
-                handle.flush()
-                os.fsync(handle.fileno())
+        location = target.name + ".data"
+        onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=location)
+        # save_model moved the weights out of `model`; put them back so the caller's
+        # in-memory model stays whole.
+        onnx.load_external_data_for_model(model, str(staging))
+        if (staging / location).exists():  # tensors under 1 KiB stay inline; there may be none
+            os.replace(staging / location, target.parent / location)
         os.replace(staged, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

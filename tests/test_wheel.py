@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -20,13 +21,14 @@ SCRIPT = textwrap.dedent(
     art = ob.export(model, torch.randn(1, 4), dynamic_axes="batch")
     assert art.validate().ok
     out = art.session().run(np.ones((3, 4), np.float32))["output"]
+    art.save("model.onnx")
     print("exported", art.exporter, out.shape, ob.__version__)
     """
 )
 
 
 @pytest.mark.slow
-def test_wheel_installs_in_a_clean_venv_and_exports(tmp_path):
+def test_wheel_installs_in_a_clean_venv_exports_and_runs_the_cli(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
@@ -67,3 +69,11 @@ def test_wheel_installs_in_a_clean_venv_and_exports(tmp_path):
         check=True,
     )
     assert typed.stdout.strip() == "True"
+    inspect = subprocess.run(
+        [str(env_dir / "bin" / "onnxbridge"), "inspect", "model.onnx", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["onnxbridge"]["framework"] == "torch"

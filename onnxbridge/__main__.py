@@ -1,0 +1,5 @@
+"""``python -m onnxbridge``: the command line."""
+
+from onnxbridge._cli import main
+
+main()

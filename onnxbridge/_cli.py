@@ -1,0 +1,410 @@
+"""The ``onnxbridge`` command line (also ``python -m onnxbridge``).
+
+Errors print one line and exit non-zero; ``--debug`` shows the traceback instead.
+Exit status: 0 success, 1 a check failed (validate), 2 usage or file error.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import onnxbridge as ob
+
+app = typer.Typer(
+    name="onnxbridge",
+    help="Inspect, validate, quantize, benchmark and run ONNX models exported with onnxbridge (or any ONNX file).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+_state = {"debug": False}
+
+ModelArg = Annotated[Path, typer.Argument(help="An .onnx file.", show_default=False)]
+
+
+class UsageError(Exception):
+    """A bad command-line value (exit status 2)."""
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _fail(err: BaseException) -> typer.Exit:
+    if _state["debug"]:
+        raise err
+    print(f"error: {type(err).__name__}: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+    return typer.Exit(2)
+
+
+def _load(path: Path) -> ob.Artifact:
+    try:
+        return ob.load(path)
+    except ob.OnnxBridgeError as err:
+        raise _fail(err) from err
+
+
+# -- inspect --------------------------------------------------------------------------------------
+def describe(art: ob.Artifact, path: Path) -> dict[str, Any]:
+    """Everything ``inspect`` shows, as plain data."""
+    from onnx import helper
+
+    def tensor(value: Any) -> dict[str, Any]:
+        t = value.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "unknown"
+        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
+        return {"name": value.name, "dtype": "string" if dtype == "object" else dtype, "shape": shape}
+
+    model = art.model
+    initializer_bytes = sum(len(i.raw_data) or i.ByteSize() for i in model.graph.initializer)
+    from onnxbridge import _graph, _serialization
+
+    meta = _serialization.get_metadata(model)
+    decoded = {}
+    for key in ("validation", "quantization", "dynamic_axes", "properties", "export_notes"):
+        if key in meta:
+            decoded[key] = json.loads(meta[key])
+    return {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "ir_version": model.ir_version,
+        "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [tensor(v) for v in _graph.inputs(model)],
+        "outputs": [tensor(v) for v in model.graph.output],
+        "operators": dict(Counter(n.op_type for n in model.graph.node).most_common()),
+        "initializers": len(model.graph.initializer),
+        "initializer_bytes": initializer_bytes,
+        "onnxbridge": {
+            "version": meta.get("version"),
+            "framework": meta.get("framework"),
+            "framework_version": meta.get("framework_version"),
+            "exporter": meta.get("exporter"),
+            "has_reference_outputs": "reference" in meta,
+            **decoded,
+        }
+        if meta
+        else None,
+    }
+
+
+@app.command()
+def inspect(
+    model: ModelArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for other tools.")] = False,
+) -> None:
+    """Show inputs, outputs, opsets, operators, size and onnxbridge's metadata.
+
+    Example: onnxbridge inspect model.onnx --json
+    """
+    info = describe(_load(model), model)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    console.print(
+        f"[bold]{info['path']}[/bold]  {info['size_bytes'] / 1024:.1f} KiB, IR {info['ir_version']}, "
+        f"opsets {info['opsets']}, producer {info['producer'] or '-'}"
+    )
+    for kind in ("inputs", "outputs"):
+        table = Table(title=kind, title_justify="left")
+        for column in ("name", "dtype", "shape"):
+            table.add_column(column)
+        for t in info[kind]:
+            table.add_row(escape(t["name"]), t["dtype"], escape("[" + ", ".join(map(str, t["shape"])) + "]"))
+        console.print(table)
+    ops = ", ".join(f"{op} x{n}" for op, n in info["operators"].items())
+    console.print(f"operators ({sum(info['operators'].values())}): {ops}")
+    console.print(f"initializers: {info['initializers']} ({info['initializer_bytes'] / 1024:.1f} KiB)")
+    bridge = info["onnxbridge"]
+    if bridge:
+        console.print(f"exported from {bridge['framework']} ({bridge['framework_version']}) with {bridge['exporter']}")
+        if bridge.get("validation"):
+            console.print(f"last validation: {'passed' if bridge['validation']['ok'] else 'FAILED'}")
+        if bridge.get("quantization"):
+            q = bridge["quantization"]
+            console.print(f"quantization: {q['mode']} ({q['size_after'] / max(q['size_before'], 1):.2f}x size)")
+
+
+# -- validate -------------------------------------------------------------------------------------
+@app.command()
+def validate(
+    model: ModelArg,
+    rtol: Annotated[
+        float | None, typer.Option(help="Relative tolerance (default 1e-3, or the quantization mode's).")
+    ] = None,
+    atol: Annotated[
+        float | None, typer.Option(help="Absolute tolerance (default 1e-5, or the quantization mode's).")
+    ] = None,
+) -> None:
+    """Check structure, symbolic axes and, where the file recorded reference outputs, numeric parity.
+
+    Exit status 0 when it passes, 1 when a check fails, 2 for a usage or file error.
+
+    Example: onnxbridge validate model.onnx
+    """
+    art = _load(model)
+    try:
+        report = art.validate(rtol=rtol, atol=atol, raise_on_failure=False)
+    except ob.OnnxBridgeError as err:
+        raise _fail(err) from err
+    print(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+# -- quantize -------------------------------------------------------------------------------------
+@app.command()
+def quantize(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the quantized model.")],
+    mode: Annotated[str, typer.Option(help="dynamic, static or fp16.")] = "dynamic",
+    calibration: Annotated[
+        Path | None, typer.Option(help=".npz with one batched array per model input (needed for static).")
+    ] = None,
+    tolerance: Annotated[
+        list[str] | None, typer.Option(help="Accuracy to keep, e.g. cosine=0.99 (repeatable: top1=, max_abs=).")
+    ] = None,
+) -> None:
+    """Quantize a model and print the quantization report.
+
+    Example: onnxbridge quantize model.onnx -o model.int8.onnx --mode static --calibration data.npz
+    """
+    if mode not in ("dynamic", "static", "fp16"):
+        raise _fail(UsageError(f"--mode {mode!r}: use dynamic, static or fp16 (qat needs Python: Artifact.quantize)."))
+    art = _load(model)
+    try:
+        samples = _calibration(art, calibration) if calibration else None
+        q = art.quantize(mode, calibration=samples, tolerance=_tolerance(tolerance))
+        q.save(output)
+    except (ob.OnnxBridgeError, UsageError, OSError) as err:
+        raise _fail(err) from err
+    print(q.quantization)
+    print(f"wrote {output}")
+
+
+def _tolerance(values: list[str] | None) -> dict[str, float] | None:
+    if not values:
+        return None
+    parsed = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        try:
+            parsed[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--tolerance {item!r}: expected key=value, e.g. cosine=0.99.")
+    return parsed
+
+
+def _calibration(art: ob.Artifact, path: Path) -> list[dict[str, np.ndarray]]:
+    if not path.is_file():
+        raise UsageError(f"calibration file {str(path)!r} does not exist.")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    if set(arrays) != set(art.input_names):
+        if len(arrays) == 1 and len(art.input_names) == 1:
+            arrays = {art.input_names[0]: next(iter(arrays.values()))}
+        else:
+            raise UsageError(
+                f"calibration file has arrays {sorted(arrays)}, but the model's inputs are {art.input_names}; "
+                "save one batched array per input name (np.savez(path, **{name: array}))."
+            )
+    rows = min(len(a) for a in arrays.values())
+    return [{k: v[i : i + 16] for k, v in arrays.items()} for i in range(0, rows, 16)]
+
+
+# -- bench ----------------------------------------------------------------------------------------
+def _shapes(values: list[str] | None) -> dict[str, list[int]]:
+    shapes = {}
+    for item in values or []:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            sep = ""
+        if not sep or not name or any(d <= 0 for d in shape):
+            raise UsageError(f"--shape {item!r}: expected name=DIMxDIMx..., e.g. input=1x3x224x224.")
+        shapes[name] = shape
+    return shapes
+
+
+def random_inputs(sess: ob.Session, batch: int, shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs that respect the declared shapes and dtypes; symbolic dims from ``shapes`` or ``batch``."""
+    rng = np.random.default_rng(seed)
+    unknown = sorted(set(shapes) - set(sess.input_names))
+    if unknown:
+        raise UsageError(f"--shape names {unknown}, which are not inputs; the inputs are {list(sess.input_names)}.")
+    feeds = {}
+    for spec in sess.inputs:
+        if spec.name in shapes:
+            shape = shapes[spec.name]
+            if len(shape) != len(spec.shape) or any(
+                isinstance(d, int) and d != s for d, s in zip(spec.shape, shape, strict=False)
+            ):
+                raise UsageError(
+                    f"--shape {spec.name}={'x'.join(map(str, shape))} does not fit the declared {list(spec.shape)}."
+                )
+        else:
+            shape = [d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(spec.shape)]
+        dtype = spec.dtype if spec.dtype is not None else np.dtype(np.float32)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.random(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.random(shape) > 0.5
+        else:
+            feeds[spec.name] = np.full(shape, "a", dtype=object)
+    return feeds
+
+
+def _latencies(sess: ob.Session, feeds: dict[str, np.ndarray], runs: int, label: str) -> list[float]:
+    from rich.progress import Progress
+
+    sess.run(feeds)  # warm-up
+    times = []
+    with Progress(console=errors, transient=True, disable=runs < 200) as progress:
+        task = progress.add_task(label, total=runs)
+        for _ in range(runs):
+            start = time.perf_counter()
+            sess.run(feeds)
+            times.append(time.perf_counter() - start)
+            progress.advance(task)
+    return times
+
+
+def _stats(times: list[float], batch: int) -> dict[str, float]:
+    ordered = sorted(times)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1e3
+
+    # Throughput from the median run: one slow outlier (a GC pause) should not define it.
+    return {
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "throughput_per_s": batch / statistics.median(times),
+    }
+
+
+@app.command()
+def bench(
+    model: ModelArg,
+    batch: Annotated[int, typer.Option(min=1, help="Size of symbolic first dimensions.")] = 1,
+    providers: Annotated[str, typer.Option(help="Comma-separated providers, e.g. cuda,cpu.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=0, help="Intra-op threads.")] = None,
+    shape: Annotated[list[str] | None, typer.Option(help="Shape for an input: name=1x3x224x224 (repeatable).")] = None,
+    runs: Annotated[int, typer.Option(min=5, help="Timed runs per model.")] = 200,
+    compare: Annotated[Path | None, typer.Option(help="Another .onnx to benchmark side by side.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Latency percentiles (p50/p90/p99) and throughput on random inputs.
+
+    Example: onnxbridge bench model.onnx --batch 8 --shape input=8x3x224x224 --compare model.int8.onnx
+    """
+    paths = [model] + ([compare] if compare else [])
+    try:
+        shapes = _shapes(shape)
+        sessions = [_load(p).session(providers=providers.split(","), threads=threads) for p in paths]
+        feeds = [random_inputs(s, batch, shapes) for s in sessions]
+        results: dict[str, dict[str, float]] = {str(p): {} for p in paths}
+        if compare:  # interleave blocks so both see the same machine load
+            timings: list[list[float]] = [[], []]
+            for _ in range(5):
+                for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
+                    timings[i] += _latencies(s, f, max(1, runs // 5), paths[i].name)
+        else:
+            timings = [_latencies(sessions[0], feeds[0], runs, model.name)]
+        for path, times in zip(paths, timings, strict=True):
+            results[str(path)] = _stats(times, batch)
+    except (ob.OnnxBridgeError, UsageError) as err:
+        raise _fail(err) from err
+    if compare:
+        results["ratio"] = {k: results[str(compare)][k] / results[str(model)][k] for k in results[str(model)]}
+    if as_json:
+        print(json.dumps({"providers": list(sessions[0].providers), "batch": batch, "results": results}, indent=2))
+        return
+    table = Table(title=f"batch {batch}, providers {', '.join(sessions[0].providers)}", title_justify="left")
+    for column in ("model", "p50 ms", "p90 ms", "p99 ms", "throughput /s"):
+        table.add_column(column)
+    for name, r in results.items():
+        cells = [f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput_per_s']:.0f}"]
+        if name == "ratio":
+            cells = [f"{r[k]:.2f}x" for k in ("p50_ms", "p90_ms", "p99_ms", "throughput_per_s")]
+        table.add_row(Path(name).name if name != "ratio" else "compare / model", *cells)
+    console.print(table)
+
+
+# -- run ------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    model: ModelArg,
+    input: Annotated[list[str], typer.Option("--input", help="name=path.npy (repeatable).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the outputs (.npz).")] = Path(
+        "outputs.npz"
+    ),
+    providers: Annotated[str, typer.Option(help="Comma-separated providers.")] = "cpu",
+) -> None:
+    """Run the model once on .npy inputs and write its outputs as .npz.
+
+    Example: onnxbridge run model.onnx --input input=x.npy -o outputs.npz
+    """
+    try:
+        feeds = {}
+        for item in input:
+            name, sep, path = item.partition("=")
+            if not sep or not name:
+                raise UsageError(f"--input {item!r}: expected name=path.npy.")
+            if not Path(path).is_file():
+                raise UsageError(f"input file {path!r} does not exist.")
+            feeds[name] = np.load(path, allow_pickle=False)
+        outputs = _load(model).session(providers=providers.split(",")).run(feeds)
+        from onnxbridge._serialization import atomic_write
+
+        with atomic_write(output) as handle:
+            np.savez(handle, **outputs)  # type: ignore[arg-type]
+    except (ob.OnnxBridgeError, UsageError, OSError, ValueError) as err:
+        raise _fail(err) from err
+    print(f"wrote {output}: " + ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in outputs.items()))
+
+
+# -- demo -----------------------------------------------------------------------------------------
+@app.command()
+def demo() -> None:
+    """Train models on scikit-learn's bundled digits, export, validate, quantize, benchmark.
+
+    Example: onnxbridge demo
+    """
+    from onnxbridge import _demo
+
+    try:
+        _demo.main()
+    except ob.OnnxBridgeError as err:
+        raise _fail(err) from err
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except UsageError as err:  # raised outside a command
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
