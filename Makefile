@@ -5,15 +5,18 @@
 # VENV may point anywhere; it is reused as long as pyproject.toml and the constraints are unchanged.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# onnxruntime-web for the browser tests, the version the generated pages pin (onnxbridge/_web.py).
+ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)"/\1/p' onnxbridge/_web.py)
+ORT_WEB := $(VENV)/web/node_modules/onnxruntime-web/dist
 EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,dev
 
-.PHONY: venv demo test lint docs dist bench clean
+.PHONY: venv web-runtime demo test lint docs dist bench clean
 
 venv:
 	python3 scripts/ensure_venv.py $(VENV) $(EXTRAS)
 
-demo: venv
-	$(PY) -m onnxbridge demo
+demo: venv web-runtime
+	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m onnxbridge demo
 
 lint: venv
 	$(PY) -m ruff check onnxbridge tests benchmarks scripts
@@ -28,8 +31,12 @@ dist: venv
 	$(PY) -m build --no-isolation --outdir dist . > /dev/null
 	$(PY) -m twine check --strict dist/*
 
-test: lint docs dist
-	$(PY) -m pytest
+web-runtime: venv
+	@test -f $(ORT_WEB)/ort.wasm.min.mjs && grep -q '"version": "$(ORT_WEB_VERSION)"' $(ORT_WEB)/../package.json \
+		|| npm install --prefix $(VENV)/web --no-audit --no-fund --silent onnxruntime-web@$(ORT_WEB_VERSION)
+
+test: lint docs dist web-runtime
+	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest
 
 bench: venv
 	$(PY) benchmarks/bench_core.py

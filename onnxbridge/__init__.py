@@ -30,6 +30,7 @@ from onnxbridge._errors import (
     RegistrationError,
     UnsupportedModelError,
     ValidationError,
+    WebExportError,
 )
 from onnxbridge._export import export
 from onnxbridge._quantization import OutputAccuracy, QuantizationMode, QuantizationReport
@@ -65,6 +66,7 @@ __all__ = [
     "UnsupportedModelError",
     "ValidationError",
     "ValidationReport",
+    "WebExportError",
     "__version__",
     "export",
     "load",

@@ -231,6 +231,37 @@ class Artifact:
             keep_io_types=keep_io_types,
         )
 
+    # -- the browser ----------------------------------------------------------------------
+    def to_web(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        title: str | None = None,
+        runtime: str = "cdn",
+        preprocess: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write a static site that runs this model in the browser with onnxruntime-web.
+
+        Args:
+            directory: A new (or empty) folder for ``index.html``, ``app.js``, ``model.onnx``
+                and ``manifest.json``.
+            title: Page title.
+            runtime: ``"cdn"`` for a pinned onnxruntime-web from a public CDN, or the path of a
+                local ``onnxruntime-web/dist`` folder to copy into the site (works offline).
+            preprocess: For image inputs: ``scale`` (default 1/255), ``mean``, ``std`` (one value
+                or one per channel) and ``invert``, applied to canvas pixels as training did.
+
+        Returns:
+            The site folder.
+
+        Raises:
+            WebExportError: The model is too large for WebAssembly memory, or uses operators
+                onnxruntime-web lacks. Nothing is written.
+        """
+        from onnxbridge import _web
+
+        return _web.to_web(self, directory, title=title, runtime=runtime, preprocess=preprocess)
+
     # -- running --------------------------------------------------------------------------
     def session(
         self,

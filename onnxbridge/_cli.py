@@ -386,6 +386,31 @@ def run(
     print(f"wrote {output}: " + ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in outputs.items()))
 
 
+# -- web ------------------------------------------------------------------------------------------
+@app.command()
+def web(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="A new folder for the site.")],
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    runtime: Annotated[
+        str, typer.Option(help="'cdn', or onnxruntime-web's dist folder to copy in (works offline).")
+    ] = "cdn",
+    scale: Annotated[float | None, typer.Option(help="Image inputs: pixel scale (default 1/255).")] = None,
+    mean: Annotated[float | None, typer.Option(help="Image inputs: mean to subtract after scaling.")] = None,
+    std: Annotated[float | None, typer.Option(help="Image inputs: std to divide by.")] = None,
+) -> None:
+    """Write a static page that runs the model in the browser with onnxruntime-web.
+
+    Example: onnxbridge web model.onnx -o site --runtime node_modules/onnxruntime-web/dist
+    """
+    preprocess = {k: v for k, v in {"scale": scale, "mean": mean, "std": std}.items() if v is not None}
+    try:
+        site = _load(model).to_web(output, title=title, runtime=runtime, preprocess=preprocess or None)
+    except (ob.OnnxBridgeError, OSError) as err:
+        raise _fail(err) from err
+    print(f"wrote {site}: serve it with `python -m http.server -d {site}` and open http://127.0.0.1:8000/")
+
+
 # -- demo -----------------------------------------------------------------------------------------
 @app.command()
 def demo() -> None:

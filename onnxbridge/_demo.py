@@ -6,10 +6,13 @@ Uses only data that ships with scikit-learn; nothing is downloaded.
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,6 +114,15 @@ def _pytorch(x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_tes
     print(
         f"  saved {path} and reloaded it: recorded-reference validation "
         f"{'PASSED' if reloaded.validate().ok else 'FAILED'}"
+    )
+    site = Path("digits_web")
+    if (site / "manifest.json").is_file():  # the previous run's page: replace it
+        shutil.rmtree(site)
+    runtime = os.environ.get("ONNXBRIDGE_ORT_WEB_DIST", "cdn")
+    art.to_web(site, title="Draw a digit", runtime=runtime, preprocess={"scale": 1 / 255})
+    print(
+        f"  wrote a web page to {site}/ (onnxruntime-web from {runtime}); serve it with "
+        f"`python -m http.server -d {site}` and draw a digit at http://127.0.0.1:8000/"
     )
     print("\n== PyTorch CNN, static int8 quantization ==")
     quantized = art.quantize("static", calibration=x_train[:256])

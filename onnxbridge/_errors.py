@@ -26,6 +26,7 @@ __all__ = [
     "RegistrationError",
     "UnsupportedModelError",
     "ValidationError",
+    "WebExportError",
 ]
 
 
@@ -71,6 +72,10 @@ class QuantizationError(OnnxBridgeError):
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class WebExportError(OnnxBridgeError):
+    """The model cannot run in a browser page: too large for WebAssembly, or unsupported operators."""
 
 
 class InferenceError(OnnxBridgeError, RuntimeError):
