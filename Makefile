@@ -38,11 +38,12 @@ web-runtime: venv
 test: lint docs dist web-runtime
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest
 
-bench: venv
+bench: venv web-runtime
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_tensorflow.py
 	$(PY) benchmarks/bench_sklearn.py
 	$(PY) benchmarks/bench_quantization.py
+	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) benchmarks/bench_web.py
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

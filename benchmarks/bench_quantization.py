@@ -45,14 +45,7 @@ def _digits_cnn() -> tuple[ob.Artifact, np.ndarray, np.ndarray, np.ndarray, np.n
     x = (data.images / 16.0).astype(np.float32)[:, None]
     x_train, x_test, y_train, y_test = train_test_split(x, data.target, test_size=0.25, random_state=0)
     torch.manual_seed(0)
-    model = models.DigitsCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(6):
-        for i in range(0, len(x_train), 64):
-            optimizer.zero_grad()
-            out = model(torch.from_numpy(x_train[i : i + 64]))
-            torch.nn.functional.cross_entropy(out, torch.from_numpy(y_train[i : i + 64])).backward()
-            optimizer.step()
+    model = models.fit(models.DigitsCNN(), x_train, y_train, epochs=6)
     model.eval()
     return ob.export(model, torch.from_numpy(x_train[:1]), dynamic_axes="batch"), x_train, x_test, y_train, y_test
 
@@ -64,12 +57,7 @@ def main() -> None:
     float_acc = np.mean(_session(art).run(x_test)["output"].argmax(1) == y_test)
 
     def qat_train(qmodel: torch.nn.Module) -> None:
-        optimizer = torch.optim.Adam(qmodel.parameters(), lr=1e-3)
-        for i in range(0, len(x_train), 64):
-            optimizer.zero_grad()
-            out = qmodel(torch.from_numpy(x_train[i : i + 64]))
-            torch.nn.functional.cross_entropy(out, torch.from_numpy(y_train[i : i + 64])).backward()
-            optimizer.step()
+        models.fit(qmodel, x_train, y_train, epochs=1, lr=1e-3)
 
     for mode, kwargs in (("static", {"calibration": x_train[:256]}), ("qat", {"train": qat_train})):
         q = art.quantize(mode, **kwargs)

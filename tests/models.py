@@ -91,3 +91,16 @@ def bert_inputs(rng, batch: int, seq: int, vocab: int = 200) -> dict:
     import numpy as np
 
     return {"input_ids": rng.integers(0, vocab, (batch, seq)), "attention_mask": np.ones((batch, seq), np.int64)}
+
+
+def fit(model: nn.Module, x, y, *, epochs: int, lr: float = 3e-3, batch: int = 64) -> nn.Module:
+    """A few epochs of Adam and cross-entropy on numpy data; returns the model in train mode."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, len(x), batch):
+            optimizer.zero_grad()
+            logits = model(torch.from_numpy(x[i : i + batch]))
+            torch.nn.functional.cross_entropy(logits, torch.as_tensor(y[i : i + batch])).backward()
+            optimizer.step()
+    return model

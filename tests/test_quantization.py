@@ -23,16 +23,7 @@ def digits():
 
 
 def _fit(model, x, y, epochs: int, lr: float = 3e-3) -> None:
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for i in range(0, len(x), 64):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(
-                model(torch.from_numpy(x[i : i + 64])), torch.from_numpy(y[i : i + 64])
-            )
-            loss.backward()
-            optimizer.step()
+    models.fit(model, x, y, epochs=epochs, lr=lr)
 
 
 @pytest.fixture(scope="module")

@@ -135,16 +135,7 @@ def digits_cnn():
     data = load_digits()
     x = (data.images / 16.0).astype(np.float32)[:, None]
     torch.manual_seed(0)
-    model = models.DigitsCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(4):
-        for i in range(0, len(x), 64):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(
-                model(torch.from_numpy(x[i : i + 64])), torch.from_numpy(data.target[i : i + 64])
-            )
-            loss.backward()
-            optimizer.step()
+    model = models.fit(models.DigitsCNN(), x, data.target, epochs=4)
     model.eval()
     return ob.export(model, torch.from_numpy(x[:1]), dynamic_axes="batch"), x
 
