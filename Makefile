@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # onnxruntime-web for the browser tests, the version the generated pages pin (onnxbridge/_web.py).
 ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)"/\1/p' onnxbridge/_web.py)
 ORT_WEB := $(VENV)/web/node_modules/onnxruntime-web/dist
-EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,dev
+EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,ray,spark,dev
 
 .PHONY: venv web-runtime demo test lint docs dist bench clean
 
@@ -44,6 +44,7 @@ bench: venv web-runtime
 	$(PY) benchmarks/bench_sklearn.py
 	$(PY) benchmarks/bench_quantization.py
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) benchmarks/bench_web.py
+	$(PY) benchmarks/bench_engines.py
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -8,12 +8,15 @@ leaves the most sensitive nodes in float until the result passes, or says it cou
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import os
 import statistics
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -389,7 +392,7 @@ def _preprocess(model: onnx.ModelProto, *, dynamic: bool) -> onnx.ModelProto:
     level = chatty.level
     chatty.setLevel(logging.ERROR)  # it warns about every broadcast it cannot reason about
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _working_directory(tmp):
             source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
             onnx.save_model(work, str(source))
             for skip_symbolic in (False, True):  # large transformers need the symbolic pass skipped
@@ -401,6 +404,26 @@ def _preprocess(model: onnx.ModelProto, *, dynamic: bool) -> onnx.ModelProto:
     finally:
         chatty.setLevel(level)
     return work
+
+
+_CWD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    """Run with ``path`` as the working directory.
+
+    onnxruntime 1.31's symbolic shape inference, when it gives up, saves
+    ``sym_shape_infer_temp.onnx`` and uuid-named ``.data`` files into the current directory
+    (tools/symbolic_shape_infer.py, ``infer_shapes``); they land in the temporary folder instead.
+    """
+    with _CWD_LOCK:
+        previous = os.getcwd()
+        os.chdir(path)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def _gemm_to_matmul(model: onnx.ModelProto) -> None:

@@ -119,9 +119,12 @@ def bert():
     return art, [models.bert_inputs(rng, 4, 16) for _ in range(6)]
 
 
-def test_dynamic_int8_transformer_keeps_cosine_and_shrinks(bert):
+def test_dynamic_int8_transformer_keeps_cosine_and_shrinks(bert, tmp_path, monkeypatch):
     art, calibration = bert
+    monkeypatch.chdir(tmp_path)
     q = art.quantize("dynamic", calibration=calibration)
+    # onnxruntime's shape inference drops debug files into the working directory when it gives up
+    assert list(tmp_path.iterdir()) == []
     report = q.quantization
     assert report.size_ratio <= 0.35
     assert all(a.cosine >= 0.99 for a in report.accuracy)
