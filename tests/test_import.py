@@ -9,7 +9,19 @@ import types
 
 import onnxbridge as ob
 
-HEAVY = ["torch", "tensorflow", "sklearn", "onnxruntime", "onnx", "keras", "tf2onnx", "skl2onnx", "ray", "pyspark", "typer"]
+HEAVY = [
+    "torch",
+    "tensorflow",
+    "sklearn",
+    "onnxruntime",
+    "onnx",
+    "keras",
+    "tf2onnx",
+    "skl2onnx",
+    "ray",
+    "pyspark",
+    "typer",
+]
 
 
 def test_import_onnxbridge_imports_no_framework_and_no_onnxruntime():
