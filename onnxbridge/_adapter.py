@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from onnxbridge._axes import DynamicAxes, DynamicAxesSpec
+from onnxbridge._errors import InputError
 
 if TYPE_CHECKING:
     import onnx
@@ -24,6 +25,13 @@ Feeds = dict[str, np.ndarray]
 
 ReferenceFn = Callable[[Feeds], Feeds]
 """Runs the source model on flat inputs and returns its flat outputs by name."""
+
+
+def check_options(options: Mapping[str, Any], allowed: Sequence[str], framework: str) -> None:
+    """Refuse adapter options the adapter does not know, listing the ones it does."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InputError(f"Unknown option(s) for {framework} export: {unknown}. Supported: {', '.join(allowed)}.")
 
 
 @dataclass(frozen=True)

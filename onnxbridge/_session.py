@@ -121,6 +121,7 @@ class Session:
         # (name, dtype, rank, fixed dims) per tensor input, precomputed for the hot path.
         self._checks = tuple((s.name, s.dtype, len(s.shape), s.fixed) for s in self.inputs if s.dtype is not None)
         self._name_set = frozenset(self.input_names)
+        self._dtypes = {s.name: s.dtype for s in self.inputs}
         self._run = self._session.run
 
     @property
@@ -163,7 +164,7 @@ class Session:
 
     def _feeds(self, inputs: Any) -> dict[str, Any]:
         # The hot path: a dict of numpy arrays that already fit is passed on as it is.
-        given = inputs if type(inputs) is dict else _as_mapping(inputs, self.input_names, self.inputs)
+        given = inputs if type(inputs) is dict else _as_mapping(inputs, self.input_names, self._dtypes)
         if given.keys() != self._name_set:
             _raise_names(given, self.input_names)
         feeds: dict[str, Any] | None = None
@@ -198,22 +199,29 @@ class Session:
         return "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
 
 
-def _as_mapping(inputs: Any, names: Sequence[str], specs: Sequence[InputSpec] = ()) -> Mapping[str, Any]:
+def _as_mapping(
+    inputs: Any, names: Sequence[str], dtypes: Mapping[str, np.dtype[Any] | None], label: str = ""
+) -> Mapping[str, Any]:
+    """Inputs by name from a dict, a DataFrame, a sequence in input order, or one array.
+
+    ``label`` names what is being read (e.g. ``"samples[0]"``) in error messages.
+    """
+    where = f" in {label}" if label else ""
     if isinstance(inputs, Mapping):
         return inputs
     if type(inputs).__module__.startswith("pandas") and hasattr(inputs, "columns"):
-        return _from_frame(inputs, names, {s.name: s.dtype for s in specs})
+        return _from_frame(inputs, names, dtypes)
     if isinstance(inputs, (list, tuple)):
         if len(inputs) != len(names):
             raise InputError(
-                f"Got {len(inputs)} positional inputs, but the model takes {len(names)}: "
+                f"Got {len(inputs)} positional inputs{where}, but the model takes {len(names)}: "
                 f"{', '.join(map(repr, names))}. Pass one per input, in that order, or a dict by name."
             )
         return dict(zip(names, inputs, strict=True))
     if len(names) == 1:
         return {names[0]: inputs}
     raise InputError(
-        f"A single {type(inputs).__name__} was passed, but the model takes {len(names)} inputs: "
+        f"A single {type(inputs).__name__} was passed{where}, but the model takes {len(names)} inputs: "
         f"{', '.join(map(repr, names))}. Pass a dict by name or a list in that order."
     )
 
@@ -284,22 +292,11 @@ def as_feeds(
     sample: Any, names: Sequence[str], label: str = "sample", dtypes: Mapping[str, np.dtype[Any] | None] | None = None
 ) -> dict[str, np.ndarray]:
     """Flat named arrays from a dict by name, a sequence in input order, one array, or a DataFrame."""
-    if type(sample).__module__.startswith("pandas") and hasattr(sample, "columns"):
-        return _from_frame(sample, names, dtypes or {})
-    if isinstance(sample, Mapping):
-        unknown = sorted(str(k) for k in sample if k not in names)
-        if unknown:
-            raise InputError(
-                f"{label} has inputs {unknown} that the model does not take; its inputs are {list(names)}."
-            )
-        return {str(k): to_numpy(v, str(k)) for k, v in sample.items()}
-    if isinstance(sample, (list, tuple)):
-        if len(sample) != len(names):
-            raise InputError(f"{label} has {len(sample)} items but the model takes {len(names)} inputs: {list(names)}.")
-        return {n: to_numpy(v, n) for n, v in zip(names, sample, strict=True)}
-    if len(names) != 1:
-        raise InputError(f"{label} is one array but the model takes {len(names)} inputs: {list(names)}.")
-    return {names[0]: to_numpy(sample, names[0])}
+    given = _as_mapping(sample, names, dtypes or {}, label)
+    unknown = sorted(str(k) for k in given if k not in names)
+    if unknown:
+        raise InputError(f"{label} has inputs {unknown} that the model does not take; its inputs are {list(names)}.")
+    return {str(k): to_numpy(v, str(k)) for k, v in given.items()}
 
 
 def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:

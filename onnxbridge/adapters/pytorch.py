@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxbridge import _graph, _runtime
-from onnxbridge._adapter import Exported, ExportRequest, Feeds
+from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes, axes_by_dim, normalize_dynamic_axes
 from onnxbridge._deps import require
 from onnxbridge._errors import ExportError, InputError
@@ -66,9 +66,7 @@ class TorchAdapter:
     def export(self, model: Any, request: ExportRequest) -> Exported:
         """Export with the dynamo exporter, or TorchScript, whichever succeeds first."""
         torch = _torch()
-        unknown = sorted(set(request.options) - set(_OPTIONS))
-        if unknown:
-            raise InputError(f"Unknown option(s) for PyTorch export: {unknown}. Supported: {', '.join(_OPTIONS)}.")
+        check_options(request.options, _OPTIONS, "PyTorch")
         exporter = request.options.get("exporter", "auto")
         if exporter not in _EXPORTERS:
             raise InputError(f"exporter={exporter!r}: expected one of {', '.join(map(repr, _EXPORTERS))}.")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from onnxbridge import _graph, _runtime
-from onnxbridge._adapter import Exported, ExportRequest, Feeds
+from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._deps import require
 from onnxbridge._errors import ExportError, InputError, UnsupportedModelError
@@ -62,9 +62,7 @@ class SklearnAdapter:
         """Convert with skl2onnx after checking the model is fitted and the sample fits it."""
         sklearn = _sklearn()
         skl2onnx = require("skl2onnx", purpose="Converting a scikit-learn model", extra="sklearn")
-        unknown = sorted(set(request.options) - set(_OPTIONS))
-        if unknown:
-            raise InputError(f"Unknown option(s) for scikit-learn export: {unknown}. Supported: {', '.join(_OPTIONS)}.")
+        check_options(request.options, _OPTIONS, "scikit-learn")
         precision = request.options.get("precision", "float32")
         if precision not in _PRECISIONS:
             raise InputError(f"precision={precision!r}: expected 'float32' or 'float64'.")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxbridge import _graph, _runtime
-from onnxbridge._adapter import Exported, ExportRequest, Feeds
+from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes, normalize_dynamic_axes
 from onnxbridge._deps import require
 from onnxbridge._errors import ExportError, InputError, ModelFileError, UnsupportedModelError
@@ -68,9 +68,7 @@ class TensorFlowAdapter:
         """Wrap the model in a signed tf.function and convert it with tf2onnx."""
         tf = _tf()
         tf2onnx = require("tf2onnx", purpose="Converting a TensorFlow model", extra="tensorflow")
-        unknown = sorted(set(request.options) - set(_OPTIONS))
-        if unknown:
-            raise InputError(f"Unknown option(s) for TensorFlow export: {unknown}. Supported: {', '.join(_OPTIONS)}.")
+        check_options(request.options, _OPTIONS, "TensorFlow")
         source = _source(tf, model, request.options.get("signature", "serving_default"))
         notes: list[str] = []
         sample = source.feeds(request.sample, notes)
