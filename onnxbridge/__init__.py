@@ -33,17 +33,25 @@ from onnxbridge._errors import (
     WebExportError,
 )
 from onnxbridge._export import export
-from onnxbridge._quantization import OutputAccuracy, QuantizationMode, QuantizationReport
 from onnxbridge._registry import register_adapter, supported_frameworks
 
 # Results
 from onnxbridge._session import InputSpec, ProviderFallbackWarning, Session
 from onnxbridge._validation import Check, OutputComparison, ValidationReport
 from onnxbridge._version import __version__
+from onnxbridge.quantize import (
+    Candidate,
+    OptimizationReport,
+    OutputAccuracy,
+    QuantizationMode,
+    QuantizationReport,
+    Reference,
+)
 
 __all__ = [
     "Adapter",
     "Artifact",
+    "Candidate",
     "Check",
     "ExportError",
     "ExportRequest",
@@ -54,6 +62,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelFileError",
     "OnnxBridgeError",
+    "OptimizationReport",
     "OutputAccuracy",
     "OutputComparison",
     "ProviderError",
@@ -61,6 +70,7 @@ __all__ = [
     "QuantizationError",
     "QuantizationMode",
     "QuantizationReport",
+    "Reference",
     "RegistrationError",
     "Session",
     "UnsupportedModelError",

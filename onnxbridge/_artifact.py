@@ -13,15 +13,15 @@ from onnxbridge import _graph, _serialization, _validation
 from onnxbridge._adapter import Exported, Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._errors import InputError, ValidationError
-from onnxbridge._quantization import VALIDATION_TOLERANCES
 from onnxbridge._session import Session, as_feeds
 from onnxbridge._version import __version__
+from onnxbridge.quantize._data import Reference
+from onnxbridge.quantize._types import VALIDATION_TOLERANCES, OptimizationReport, QuantizationMode, QuantizationReport
 
 if TYPE_CHECKING:
     import onnx
 
     from onnxbridge._providers import ProviderSpec
-    from onnxbridge._quantization import QuantizationReport
 
 __all__ = ["Artifact", "load"]
 
@@ -40,8 +40,9 @@ class Artifact:
         export_notes: What onnxbridge did on the user's behalf during export.
         properties: Facts that change how to read results (e.g. ``{"precision": "float32"}``).
         validation: The last :class:`ValidationReport`, or ``None``.
-        parent: The float artifact this one was quantized from, or ``None``.
+        parent: The artifact this one was quantized or optimized from, or ``None``.
         quantization: The :class:`QuantizationReport` of a quantized artifact, or ``None``.
+        optimization: The :class:`OptimizationReport` of an optimized artifact, or ``None``.
     """
 
     def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
@@ -59,6 +60,7 @@ class Artifact:
         self._path = path
         self.parent: Artifact | None = None
         self.quantization: QuantizationReport | None = None
+        self.optimization: OptimizationReport | None = None
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -75,6 +77,11 @@ class Artifact:
     def opset(self) -> int:
         """Version of the default ONNX domain (``ai.onnx``) the model uses."""
         return next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+    @property
+    def reference(self) -> Reference:
+        """What derived artifacts are measured against: the export sample, the source model, recorded outputs."""
+        return Reference.of(self._sample, self._reference, self._reference_outputs, self.dynamic_axes)
 
     @property
     def has_source(self) -> bool:
@@ -121,7 +128,7 @@ class Artifact:
         facts = dict(self.properties)
         default_rtol, default_atol = 1e-3, 1e-5
         if self.quantization is not None:
-            default_rtol, default_atol = VALIDATION_TOLERANCES[self.quantization.mode]
+            default_rtol, default_atol = VALIDATION_TOLERANCES.get(self.quantization.mode, (0.1, 0.1))
             facts["tolerances"] = f"{self.quantization.mode.value} defaults"
         report = _validation.ValidationReport(
             rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol, facts=facts
@@ -181,7 +188,7 @@ class Artifact:
     # -- quantization ---------------------------------------------------------------------
     def quantize(
         self,
-        mode: str,
+        mode: QuantizationMode | str,
         *,
         calibration: Any = None,
         method: str = "minmax",
@@ -191,34 +198,52 @@ class Artifact:
         tolerance: Mapping[str, float] | None = None,
         train: Callable[[Any], Any] | None = None,
         keep_io_types: bool = True,
+        objective: str = "latency",
+        allow_slower: bool = False,
+        bits: int = 8,
     ) -> Artifact:
         """A quantized copy of this artifact, measured against it.
 
         Args:
-            mode: ``"dynamic"`` (int8 weights; Conv left in float by default, since dynamic
-                conv kernels are slower than float ones), ``"static"`` (QDQ with calibration),
-                ``"qat"`` (quantization-aware training of a PyTorch source), or ``"fp16"``.
-            calibration: Samples for static quantization (and for measuring): an iterable of
-                samples shaped like the export sample, or one batched array.
+            mode: A :class:`QuantizationMode` or its value. ``"dynamic"``: int8 weights,
+                activations quantized at run time (Conv left in float; for text transformers
+                also int8 embedding tables, and MatMuls that int8 would hurt kept as 8-bit
+                weight-only). ``"static"``: QDQ with calibration. ``"qat"``: quantization-aware
+                training of a PyTorch source. ``"fp16"``. ``"weight-only"``: ``MatMulNBits``
+                block-wise weights (``bits``), float activations. ``"auto"``: try them all and
+                return the best that meets ``tolerance`` by ``objective``.
+            calibration: Samples for static quantization and for measuring: an iterable of
+                samples shaped like the export sample, or one batched array. Without it, the
+                export sample and its resized variants are used.
             method: Static calibration method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
             per_channel: Per-channel int8 weights (default on).
             op_types: Operator types to quantize (dynamic default: MatMul, Attention, LSTM;
                 Gemm with constant weights is rewritten to MatMul first).
             exclude: Node names or operator types to leave in float.
-            tolerance: Accuracy to keep, e.g. ``{"cosine": 0.99}`` or ``{"top1": 0.99}``
-                (also ``"max_abs"``). A result that misses it is repaired by leaving the most
-                sensitive nodes in float, one at a time; :class:`QuantizationError` if nothing helps.
+            tolerance: Accuracy to keep: ``{"cosine": 0.99}`` (worst row cosine to the parent),
+                ``"mean_cosine"``, ``"top1"``, ``"max_abs"``. A result that misses it is repaired by
+                leaving the most sensitive nodes out; :class:`QuantizationError` if nothing helps.
+                For ``"auto"`` the default is ``{"cosine": 0.99}``.
             train: For ``"qat"``: called with a copy of the PyTorch model holding
                 fake-quantization modules; it should fine-tune it in place.
             keep_io_types: For ``"fp16"``: keep float32 inputs and outputs.
+            objective: For ``"auto"``: ``"latency"`` or ``"size"``.
+            allow_slower: Keep an int8 result that runs slower than the float model on this CPU.
+                By default the float model is returned instead and the report says so.
+            bits: For ``"weight-only"``: 8 or 4.
 
         Returns:
             A new :class:`Artifact` with ``.parent`` set and ``.quantization`` holding the
-            report (settings, sizes, accuracy per output, nodes left in float, latency ratio).
-        """
-        from onnxbridge import _quantization
+            report (settings, sizes, accuracy per output, nodes left in float, latency ratio,
+            and for ``"auto"`` every candidate).
 
-        return _quantization.quantize(
+        Raises:
+            InputError: Unknown mode or tolerance, or calibration data that does not fit the model.
+            QuantizationError: The tolerance cannot be met, or a quantization tool failed.
+        """
+        from onnxbridge.quantize import _quantize
+
+        result = _quantize.quantize(
             self,
             mode,
             calibration=calibration,
@@ -229,7 +254,56 @@ class Artifact:
             tolerance=tolerance,
             train=train,
             keep_io_types=keep_io_types,
+            objective=objective,
+            allow_slower=allow_slower,
+            bits=bits,
         )
+        child = self._derive(result.model, {"quantization": result.report.mode.value}, result.source)
+        child.quantization = result.report
+        return child
+
+    def optimize(self, level: str = "extended", *, samples: Iterable[Any] | None = None) -> Artifact:
+        """An optimized copy of this artifact (fused operators), measured against it.
+
+        Args:
+            level: ``"basic"``: onnxruntime's offline basic optimizations; standard operators,
+                runs anywhere. ``"extended"``: onnxscript's transformer fusions (Attention,
+                SkipLayerNormalization, BiasGelu, ...) and onnxruntime's extended optimizations;
+                the result runs on onnxruntime only (``report.onnxruntime_only``).
+            samples: Inputs to measure on (default: the export sample and its resized variants).
+
+        Returns:
+            A new :class:`Artifact` with ``.parent`` set and ``.optimization`` holding the report
+            (fused operators by type, max abs error and latency ratio against the parent).
+        """
+        from onnxbridge.quantize import _data, _optimize
+
+        feeds = _data.samples(self.model, self.reference, samples) if samples is not None or self._sample else []
+        model, report = _optimize.optimize(self.model, feeds, level)
+        child = self._derive(model, {"optimization": level})
+        child.optimization = report
+        return child
+
+    def _derive(
+        self, model: onnx.ModelProto, properties: Mapping[str, str], source: Artifact | None = None
+    ) -> Artifact:
+        """A child artifact; ``source`` replaces this one as ground truth (QAT's trained model)."""
+        truth = (source if source is not None else self).reference
+        exported = Exported(
+            model=model,
+            framework=self.framework,
+            framework_version=self.framework_version,
+            exporter=self.exporter,
+            dynamic_axes=self.dynamic_axes,
+            sample=truth.feeds(),
+            reference=truth.run,
+            reference_outputs=dict(truth.outputs) if truth.outputs is not None else None,
+            notes=list(self.export_notes),
+            properties={**self.properties, **properties},
+        )
+        child = Artifact(exported)
+        child.parent = self
+        return child
 
     # -- the browser ----------------------------------------------------------------------
     def to_web(
@@ -317,6 +391,7 @@ class Artifact:
             "properties": self.properties or None,
             "validation": self.validation.summary() if self.validation is not None else None,
             "quantization": self.quantization.summary() if self.quantization is not None else None,
+            "optimization": self.optimization.summary() if self.optimization is not None else None,
         }
         if reference and self._sample is not None:
             outputs = self._reference_outputs

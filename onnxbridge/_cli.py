@@ -173,24 +173,35 @@ def validate(
 def quantize(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the quantized model.")],
-    mode: Annotated[str, typer.Option(help="dynamic, static or fp16.")] = "dynamic",
+    mode: Annotated[str, typer.Option(help="dynamic, static, fp16, weight-only or auto.")] = "dynamic",
     calibration: Annotated[
         Path | None, typer.Option(help=".npz with one batched array per model input (needed for static).")
     ] = None,
     tolerance: Annotated[
         list[str] | None, typer.Option(help="Accuracy to keep, e.g. cosine=0.99 (repeatable: top1=, max_abs=).")
     ] = None,
+    objective: Annotated[str, typer.Option(help="For --mode auto: latency or size.")] = "latency",
+    allow_slower: Annotated[
+        bool, typer.Option(help="Keep an int8 result even when it runs slower than float on this CPU.")
+    ] = False,
 ) -> None:
     """Quantize a model and print the quantization report.
 
     Example: onnxbridge quantize model.onnx -o model.int8.onnx --mode static --calibration data.npz
     """
-    if mode not in ("dynamic", "static", "fp16"):
-        raise _fail(UsageError(f"--mode {mode!r}: use dynamic, static or fp16 (qat needs Python: Artifact.quantize)."))
+    modes = ("dynamic", "static", "fp16", "weight-only", "auto")
+    if mode not in modes:
+        raise _fail(UsageError(f"--mode {mode!r}: use {', '.join(modes)} (qat needs Python: Artifact.quantize)."))
     art = _load(model)
     try:
         samples = _calibration(art, calibration) if calibration else None
-        q = art.quantize(mode, calibration=samples, tolerance=_tolerance(tolerance))
+        q = art.quantize(
+            mode,
+            calibration=samples,
+            tolerance=_tolerance(tolerance),
+            objective=objective,
+            allow_slower=allow_slower,
+        )
         q.save(output)
     except (ob.OnnxBridgeError, UsageError, OSError) as err:
         raise _fail(err) from err

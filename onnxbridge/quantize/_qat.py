@@ -15,22 +15,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge._errors import InputError, QuantizationError
+from onnxbridge.quantize._passes import float_nodes, fold_weight_quantization, has_qdq
+from onnxbridge.quantize._types import QuantizationMode
 
 if TYPE_CHECKING:
     import onnx
 
     from onnxbridge._artifact import Artifact
 
-_QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
-
-def has_qdq(model: onnx.ModelProto) -> bool:
-    """Whether the graph already holds QuantizeLinear/DequantizeLinear nodes."""
-    return any(node.op_type in _QDQ for node in model.graph.node)
-
-
-def builder(artifact: Artifact, train: Callable[[Any], Any] | None) -> Any:
-    """The builder for ``quantize("qat")`` on this artifact."""
+def recipe(artifact: Artifact, train: Callable[[Any], Any] | None) -> Any:
+    """The recipe for ``quantize("qat")`` on this artifact."""
     if train is None:
         if has_qdq(artifact.model):
             return _AsTrained()
@@ -45,9 +40,9 @@ def builder(artifact: Artifact, train: Callable[[Any], Any] | None) -> Any:
             "quantize('static', calibration=...) instead, or export a model that already holds QDQ nodes from "
             "quantization-aware training in its framework and call quantize('qat') without train."
         )
-    reference = artifact._reference
-    model = getattr(reference, "model", None)
-    sample = getattr(reference, "sample", None)
+    run = artifact.reference.run
+    model = getattr(run, "model", None)
+    sample = getattr(run, "sample", None)
     if model is None or sample is None:
         raise InputError(
             "quantize('qat') needs the source PyTorch model, which a loaded artifact does not have. Export the "
@@ -58,6 +53,9 @@ def builder(artifact: Artifact, train: Callable[[Any], Any] | None) -> Any:
 
 class _AsTrained:
     """An artifact whose graph already has QDQ from training elsewhere: nothing to change."""
+
+    mode = QuantizationMode.QAT
+    name = "QDQ from training"
 
     def settings(self, exclude: list[str]) -> dict[str, Any]:
         return {"source": "QDQ already in the graph"}
@@ -70,6 +68,11 @@ class _AsTrained:
 
 
 class _TorchQat:
+    """Fake-quantize a copy of the PyTorch source, let the caller train it, export it as QDQ."""
+
+    mode = QuantizationMode.QAT
+    name = "quantization-aware training"
+
     def __init__(self, artifact: Artifact, model: Any, sample: Any, train: Callable[[Any], Any]) -> None:
         self.artifact, self.model, self.sample, self.train = artifact, model, sample, train
         self._result: onnx.ModelProto | None = None
@@ -89,8 +92,6 @@ class _TorchQat:
     def __call__(self, model: onnx.ModelProto, exclude: list[str]) -> tuple[onnx.ModelProto, list[str]]:
         if self._result is None:
             self._result = self._train_and_export()
-        from onnxbridge._quantization import float_nodes
-
         return self._result, float_nodes(self._result)
 
     def _train_and_export(self) -> onnx.ModelProto:
@@ -138,8 +139,6 @@ class _TorchQat:
             opset=max(art.opset, 13),  # per-channel QuantizeLinear needs opset 13
             exporter="torchscript",
         )
-        from onnxbridge._quantization import fold_weight_quantization
-
         fold_weight_quantization(exported.model)
         self.source = exported
         if not has_qdq(exported.model):

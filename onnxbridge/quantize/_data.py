@@ -1,0 +1,169 @@
+"""What quantization measures against: the parent's reference, and calibration samples.
+
+Recipes and measurements take a :class:`Reference` (an explicit, immutable view of the
+parent's export sample and source model) instead of reaching into an artifact.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxbridge import _graph, _validation
+from onnxbridge._adapter import Feeds, ReferenceFn
+from onnxbridge._axes import DynamicAxes
+from onnxbridge._errors import InputError
+from onnxbridge._session import as_feeds
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["Reference"]
+
+_BATCH_ROWS = 16  # a batched calibration array is measured in slices of this many rows
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The ground truth a derived artifact is built and measured against.
+
+    Attributes:
+        sample: The export sample by graph input name (read-only arrays), or ``None``.
+        run: Runs the source model on flat inputs, or ``None`` when the source is not at
+            hand (a loaded file).
+        outputs: The source's outputs on ``sample`` recorded at export time, or ``None``.
+        dynamic_axes: The declared dynamic axes, ``{tensor: {axis: name}}``.
+    """
+
+    sample: Mapping[str, np.ndarray] | None
+    run: ReferenceFn | None
+    outputs: Mapping[str, np.ndarray] | None
+    dynamic_axes: DynamicAxes
+
+    @classmethod
+    def of(
+        cls,
+        sample: Feeds | None,
+        run: ReferenceFn | None,
+        outputs: Feeds | None,
+        dynamic_axes: DynamicAxes,
+    ) -> Reference:
+        """A reference over read-only views of the given arrays."""
+        return cls(_frozen(sample), run, _frozen(outputs), types.MappingProxyType(dict(dynamic_axes)))  # type: ignore[arg-type]
+
+    def feeds(self) -> Feeds | None:
+        """A plain dict of the sample (arrays stay read-only views)."""
+        return dict(self.sample) if self.sample is not None else None
+
+
+def _frozen(feeds: Feeds | None) -> Mapping[str, np.ndarray] | None:
+    if feeds is None:
+        return None
+    out = {}
+    for name, value in feeds.items():
+        view = np.asarray(value).view()
+        view.setflags(write=False)
+        out[name] = view
+    return types.MappingProxyType(out)
+
+
+def samples(model: onnx.ModelProto, reference: Reference, calibration: Any) -> list[Feeds]:
+    """Inputs to calibrate and measure on: the calibration data, else the sample and its variants.
+
+    Raises:
+        InputError: Calibration data whose structure, names, rank, fixed sizes or dtype do
+            not fit the model, naming the input, what was expected and what arrived.
+    """
+    names = [v.name for v in _graph.inputs(model)]
+    dtypes = _graph.input_dtypes(model)
+    if calibration is not None:
+        if _is_batched(calibration):
+            batched = check_feeds(model, as_feeds(calibration, names, "calibration", dtypes), "calibration")
+            rows = len(next(iter(batched.values())))
+            step = _BATCH_ROWS if _batch_dynamic(names, reference.dynamic_axes) else rows
+            return [{k: v[i : i + step] for k, v in batched.items()} for i in range(0, rows, step)]
+        if isinstance(calibration, (str, bytes, Mapping)) or not hasattr(calibration, "__iter__"):
+            raise InputError(
+                f"calibration must be an iterable of samples (dicts by input name, lists in input order, or arrays "
+                f"for single-input models) or one batched array; got {type(calibration).__name__}. Wrap a single "
+                "dict sample in a list: calibration=[sample]."
+            )
+        items = list(calibration)
+        if not items:
+            raise InputError("calibration is empty; pass at least one sample shaped like the export sample.")
+        return [
+            check_feeds(model, as_feeds(item, names, f"calibration[{i}]", dtypes), f"calibration[{i}]")
+            for i, item in enumerate(items)
+        ]
+    sample = reference.feeds()
+    if sample is None:
+        raise InputError(
+            "This artifact has no export sample to measure the quantized model on; pass calibration=[...] samples."
+        )
+    sample = {k: v for k, v in sample.items() if k in names}
+    return [feeds for _, feeds in _validation.variants(sample, dict(reference.dynamic_axes), list(sample))]
+
+
+def check_feeds(model: onnx.ModelProto, feeds: Feeds, where: str) -> Feeds:
+    """``feeds`` checked against the graph's inputs and cast to their dtypes (same kind of number only)."""
+    expected = {v.name: v for v in _graph.inputs(model)}
+    dtypes = _graph.input_dtypes(model)
+    missing = sorted(set(expected) - set(feeds))
+    if missing:
+        raise InputError(f"{where} lacks inputs {missing}; each sample must have the model's inputs {list(expected)}.")
+    out: Feeds = {}
+    for name, value in expected.items():
+        array = np.asarray(feeds[name])
+        dims = _dims(value)
+        if dims is not None:
+            if array.ndim != len(dims):
+                raise InputError(
+                    f"{where}[{name!r}] has rank {array.ndim} (shape {array.shape}); the model's input {name!r} has "
+                    f"rank {len(dims)} ({_shape_text(dims)}). Shape each calibration sample like the export sample."
+                )
+            for axis, (want, got) in enumerate(zip(dims, array.shape, strict=True)):
+                if isinstance(want, int) and want != got:
+                    raise InputError(
+                        f"{where}[{name!r}] has size {got} on axis {axis}; the model's input {name!r} is fixed to "
+                        f"{want} there ({_shape_text(dims)}). Re-export with that axis in dynamic_axes, or resize."
+                    )
+        want_dtype = dtypes.get(name)
+        if want_dtype is not None and array.dtype != want_dtype:
+            same_kind = (array.dtype.kind in "iu" and want_dtype.kind in "iu") or array.dtype.kind == want_dtype.kind
+            int_to_float = array.dtype.kind in "iub" and want_dtype.kind == "f"
+            if not (same_kind or int_to_float):
+                raise InputError(
+                    f"{where}[{name!r}] has dtype {array.dtype}; the model's input {name!r} takes {want_dtype}. "
+                    "Pass values of that type."
+                )
+            array = array.astype(want_dtype)
+        out[name] = array
+    return out
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | str] | None:
+    tensor = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+
+
+def _shape_text(dims: list[int | str]) -> str:
+    return "[" + ", ".join(map(str, dims)) + "]"
+
+
+def _is_batched(value: Any) -> bool:
+    module = type(value).__module__.split(".")[0]
+    return (
+        isinstance(value, np.ndarray)
+        or (module in ("torch", "tensorflow") and hasattr(value, "shape"))
+        or (module == "pandas" and hasattr(value, "columns"))
+    )
+
+
+def _batch_dynamic(names: list[str], axes: Mapping[str, Mapping[int, str]]) -> bool:
+    return all(0 in axes.get(name, {}) for name in names)

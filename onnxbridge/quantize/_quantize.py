@@ -1,0 +1,271 @@
+"""Orchestration: pick the recipe, run it, measure it, repair it, and never slow a model down silently.
+
+Recipes (one module each) only turn a model into a model; everything measured here is
+measured against the parent on explicit samples from :mod:`onnxbridge.quantize._data`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from onnxbridge._adapter import Feeds
+from onnxbridge._errors import InputError, OnnxBridgeError, QuantizationError
+from onnxbridge.quantize import _data, _measure, _sensitivity
+from onnxbridge.quantize._dynamic import DynamicInt8
+from onnxbridge.quantize._fp16 import Fp16
+from onnxbridge.quantize._recipe import Recipe
+from onnxbridge.quantize._static import StaticQdq
+from onnxbridge.quantize._types import QuantizationMode, QuantizationReport, check_tolerance
+from onnxbridge.quantize._weight_only import WeightOnly
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxbridge._artifact import Artifact
+
+OBJECTIVES = ("latency", "size")
+# The transformer default keeps this fraction of its MatMuls (those whose int8 product errs
+# most on the samples) as 8-bit weight-only. On all-MiniLM-L6-v2 a third lifted the worst
+# sentence cosine from 0.962 to 0.984 at the same file size (benchmarks/bench_quantization.py).
+PROTECTED_FRACTION = 1 / 3
+_SLOWER = 1.10
+_FALLS_BACK = (
+    QuantizationMode.DYNAMIC,
+    QuantizationMode.STATIC,
+)  # a result this much slower than float at every batch measured is not kept silently
+
+
+@dataclass(frozen=True)
+class Result:
+    """A quantized model, its report, and the artifact that replaces the parent as ground truth (QAT)."""
+
+    model: onnx.ModelProto
+    report: QuantizationReport
+    source: Artifact | None = None
+
+
+def parse_mode(mode: str | QuantizationMode) -> QuantizationMode:
+    """The mode, or :class:`InputError` listing the modes."""
+    try:
+        return QuantizationMode(mode)
+    except ValueError as err:
+        raise InputError(
+            f"Unknown quantization mode {mode!r}. Use one of: {', '.join(m.value for m in QuantizationMode)}."
+        ) from err
+
+
+def quantize(
+    artifact: Artifact,
+    mode: str | QuantizationMode,
+    *,
+    calibration: Any = None,
+    method: str = "minmax",
+    per_channel: bool | None = None,
+    op_types: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+    tolerance: Mapping[str, float] | None = None,
+    train: Callable[[Any], Any] | None = None,
+    keep_io_types: bool = True,
+    objective: str = "latency",
+    allow_slower: bool = False,
+    bits: int = 8,
+) -> Result:
+    """Implementation of :meth:`onnxbridge.Artifact.quantize`.
+
+    Every failure is an :class:`OnnxBridgeError`; anything else a tool raises inside is
+    reported as a :class:`QuantizationError` naming the step.
+    """
+    mode = parse_mode(mode)
+    tolerance = check_tolerance(tolerance)
+    if objective not in OBJECTIVES:
+        raise InputError(f"objective={objective!r}: use 'latency' or 'size'.")
+    if bits not in (4, 8):
+        raise InputError(f"bits={bits!r}: weight-only quantization takes 8 or 4.")
+    parent = artifact.model
+    samples = _data.samples(parent, artifact.reference, calibration)
+    if mode is QuantizationMode.STATIC and calibration is None:
+        raise InputError(
+            "quantize('static') needs calibration=...: an iterable of samples shaped like the export sample, or "
+            "one batched array. A few hundred representative rows are usually enough."
+        )
+    try:
+        if mode is QuantizationMode.AUTO:
+            from onnxbridge.quantize import _auto
+
+            return _auto.search(parent, samples, tolerance, objective, calibrated=calibration is not None)
+        recipe = _recipe(
+            artifact, mode, samples, calibration, method, per_channel, op_types, train, keep_io_types, bits
+        )
+        return run(parent, recipe, samples, list(exclude), tolerance, allow_slower=allow_slower)
+    except OnnxBridgeError:
+        raise
+    except Exception as err:
+        raise QuantizationError(
+            f"{mode.value} quantization failed inside {type(err).__module__.split('.')[0]}: {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}. Try another mode, or exclude= the node "
+            "named above."
+        ) from err
+
+
+def _recipe(
+    artifact: Artifact,
+    mode: QuantizationMode,
+    samples: list[Feeds],
+    calibration: Any,
+    method: str,
+    per_channel: bool | None,
+    op_types: Sequence[str] | None,
+    train: Callable[[Any], Any] | None,
+    keep_io_types: bool,
+    bits: int,
+) -> Recipe:
+    channel = True if per_channel is None else per_channel
+    if mode is QuantizationMode.FP16:
+        return Fp16(keep_io_types)
+    if mode is QuantizationMode.DYNAMIC:
+        transformer = op_types is None and looks_like_transformer(artifact.model)
+        return DynamicInt8(
+            per_channel=channel,
+            op_types=list(op_types) if op_types else None,
+            embeddings=transformer,
+            protect="weight-only" if transformer else "float",
+        )
+    if mode is QuantizationMode.STATIC:
+        return StaticQdq(samples, per_channel=channel, op_types=list(op_types) if op_types else None, method=method)
+    if mode is QuantizationMode.WEIGHT_ONLY:
+        return WeightOnly(bits=bits, embeddings=True)
+    from onnxbridge.quantize import _qat
+
+    return _qat.recipe(artifact, train)
+
+
+def looks_like_transformer(model: onnx.ModelProto) -> bool:
+    """Has a large embedding table read by Gather (token embeddings): text transformers do."""
+    from onnx import TensorProto
+
+    tables = {
+        i.name
+        for i in model.graph.initializer
+        if i.data_type == TensorProto.FLOAT and len(i.dims) == 2 and i.dims[0] * i.dims[1] >= 2**16
+    }
+    return any(n.op_type == "Gather" and n.input and n.input[0] in tables for n in model.graph.node)
+
+
+def run(
+    parent: onnx.ModelProto,
+    recipe: Recipe,
+    samples: list[Feeds],
+    exclude: list[str],
+    tolerance: Mapping[str, float] | None,
+    *,
+    allow_slower: bool = False,
+    measure_latency: bool = True,
+) -> Result:
+    """Run ``recipe`` on ``parent``, protect what is sensitive, repair to ``tolerance``, measure."""
+    protected: list[str] = []
+    if isinstance(recipe, DynamicInt8) and recipe.protect == "weight-only":
+        prepared = recipe.prepare(parent)
+        errors = _sensitivity.matmul_errors(prepared, samples, recipe.candidates(parent))
+        ranked = sorted((n for n in errors if n not in exclude), key=errors.__getitem__, reverse=True)
+        protected = ranked[: math.ceil(len(ranked) * PROTECTED_FRACTION)]
+    model, left = recipe(parent, [*exclude, *protected])
+    report = QuantizationReport(
+        recipe.mode,
+        recipe.settings([*exclude, *protected]),
+        _measure.model_size(parent),
+        _measure.model_size(model),
+        tolerance=dict(tolerance) if tolerance else None,
+    )
+    if protected:
+        report.attempts.append(
+            f"kept the {len(protected)} MatMul(s) whose int8 products erred most on the samples as 8-bit "
+            f"weight-only: {', '.join(protected)}"
+        )
+    report.accuracy = _measure.measure(parent, model, samples)
+    report.passed = _measure.meets(report.accuracy, tolerance) if tolerance else None
+    if tolerance and not report.passed:
+        model, left = _repair(parent, recipe, [*exclude, *protected], samples, tolerance, report)
+    report.nodes_left_float = left
+    report.size_after = _measure.model_size(model)
+    source = getattr(recipe, "source", None)
+    if measure_latency:
+        model = _keep_if_faster(parent, model, samples, report, allow_slower)
+    return Result(model, report, source)
+
+
+def _keep_if_faster(
+    parent: onnx.ModelProto, model: onnx.ModelProto, samples: list[Feeds], report: QuantizationReport, allow: bool
+) -> onnx.ModelProto:
+    ratios = [r for r in (_measure.latency_ratio(parent, model, feeds) for feeds in _latency_feeds(samples)) if r]
+    report.latency_ratio = ratios[0] if ratios else None
+    # Only int8 modes whose float parent computes the same function fall back to it; QAT's result
+    # is a trained model, and fp16 and weight-only are asked for by name.
+    if not ratios or min(ratios) <= _SLOWER or report.mode not in _FALLS_BACK:
+        if report.latency_ratio and report.latency_ratio > _SLOWER:
+            report.warnings.append(
+                f"the quantized model ran {report.latency_ratio:.2f}x as long as the float one on this CPU"
+            )
+        return model
+    measured = ", ".join(f"{r:.2f}x" for r in ratios)
+    if allow:
+        report.warnings.append(
+            f"the quantized model is slower than the float one on this CPU ({measured}); kept because "
+            "allow_slower=True (it may be faster on a CPU with VNNI/AMX or on another provider)"
+        )
+        return model
+    report.kept_float = True
+    report.warnings.append(
+        f"the quantized model was slower than the float one on this CPU ({measured} of its latency), so the FLOAT "
+        "model is returned; its accuracy and size figures above describe the quantized model that was not kept. "
+        "Pass allow_slower=True to keep it anyway (e.g. for a CPU with VNNI, or for the smaller file)."
+    )
+    report.size_after = report.size_before
+    return parent
+
+
+def _latency_feeds(samples: list[Feeds]) -> list[Feeds]:
+    """The first sample at batch 1 and, where it is larger, at its own batch."""
+    first = samples[0]
+    one = {k: v[:1] if v.ndim else v for k, v in first.items()}
+    batch = min((len(v) for v in first.values() if v.ndim), default=1)
+    return [one] + ([first] if batch > 1 else [])
+
+
+def _repair(
+    parent: onnx.ModelProto,
+    recipe: Recipe,
+    exclude: list[str],
+    samples: list[Feeds],
+    tolerance: Mapping[str, float],
+    report: QuantizationReport,
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Leave the most sensitive nodes out of quantization, in doubling steps, until the tolerance is met."""
+    candidates = [c for c in recipe.candidates(parent) if c not in exclude]
+
+    def only(name: str) -> onnx.ModelProto:
+        return recipe(parent, [*exclude, *[c for c in candidates if c != name]])[0]
+
+    order = _sensitivity.rank(parent, samples, candidates, only)
+    # 1, 2, 4, ... most sensitive nodes out, and finally all but one (with every candidate out
+    # nothing is quantized: not a success)
+    steps = sorted({min(2**i, len(order) - 1) for i in range(len(order).bit_length())} - {0})
+    for count in steps:
+        kept = order[:count]
+        model, left = recipe(parent, [*exclude, *kept])
+        report.accuracy = _measure.measure(parent, model, samples)
+        report.attempts.append(f"left the {count} most sensitive node(s) out: {_measure.summary(report.accuracy)}")
+        if _measure.meets(report.accuracy, tolerance):
+            report.passed = True
+            report.settings = recipe.settings([*exclude, *kept])
+            return model, left
+    report.passed = False
+    raise QuantizationError(
+        f"{report.mode.value} quantization could not meet tolerance {dict(tolerance)}: it left up to "
+        f"{max(len(order) - 1, 0)} of the {len(order)} quantizable nodes out, most sensitive first, and no result "
+        f"that still quantizes anything passed (last: {_measure.summary(report.accuracy)}). Try "
+        "quantize('auto', tolerance=...) to compare every recipe, another mode, or a looser tolerance.",
+        report,
+    )

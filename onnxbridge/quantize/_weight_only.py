@@ -1,0 +1,78 @@
+"""Weight-only block-wise quantization: onnxruntime's ``MatMulNBits`` (8 or 4 bits).
+
+Activations stay float, so accuracy holds where int8 activations hurt (outliers in
+transformers); the file shrinks. ``MatMulNBits`` is an onnxruntime contrib operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from onnxbridge.quantize import _passes
+from onnxbridge.quantize._types import QuantizationMode
+
+if TYPE_CHECKING:
+    import onnx
+
+_NBITS_LOG = "onnxruntime.quantization.matmul_nbits_quantizer"
+
+
+def matmul_nbits(
+    model: onnx.ModelProto,
+    *,
+    bits: int,
+    block_size: int,
+    include: list[str] | None = None,
+    exclude: list[str] = (),  # type: ignore[assignment]
+) -> onnx.ModelProto:
+    """MatMuls with constant weights (all, or those in ``include``) as ``MatMulNBits``."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    chatty = logging.getLogger(_NBITS_LOG)
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)  # it logs every node it visits
+    try:
+        quantizer = MatMulNBitsQuantizer(
+            _passes.copy(model),
+            bits=bits,
+            block_size=block_size,
+            is_symmetric=True,
+            accuracy_level=None,  # keep float compute: int8 compute (level 4) runs slower on AVX2 without VNNI
+            nodes_to_exclude=list(exclude),
+            nodes_to_include=include,
+            op_types_to_quantize=("MatMul",),
+        )
+        quantizer.process()
+    finally:
+        chatty.setLevel(level)
+    return quantizer.model.model
+
+
+class WeightOnly:
+    """MatMul weights in ``bits`` bits, blocks of ``block_size``; optional int8 embeddings."""
+
+    mode = QuantizationMode.WEIGHT_ONLY
+
+    def __init__(self, bits: int = 8, block_size: int = 32, embeddings: bool = True) -> None:
+        self.bits, self.block_size, self.embeddings = bits, block_size, embeddings
+        self.name = f"weight-only {bits}-bit MatMulNBits" + (" + int8 embeddings" if embeddings else "")
+
+    def settings(self, exclude: list[str]) -> dict[str, Any]:
+        return {
+            "weights": f"int{self.bits} block-wise (block {self.block_size}, symmetric)",
+            "activations": "float",
+            "op_types": ["MatMul"],
+            "embeddings": "int8 per-row" if self.embeddings else "float",
+            **({"exclude": exclude} if exclude else {}),
+        }
+
+    def candidates(self, model: onnx.ModelProto) -> list[str]:
+        initializers = {i.name for i in model.graph.initializer}
+        return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name and n.input[1] in initializers]
+
+    def __call__(self, model: onnx.ModelProto, exclude: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+        out = matmul_nbits(model, bits=self.bits, block_size=self.block_size, exclude=exclude)
+        if self.embeddings:
+            _passes.quantize_embeddings(out)
+        return out, _passes.float_nodes(out)
