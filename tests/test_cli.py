@@ -101,6 +101,30 @@ def test_quantize_writes_a_model_and_prints_the_report(files, tmp_path):
     assert info["onnxbridge"]["quantization"]["mode"] == "static"
 
 
+def test_quantize_auto_prints_every_candidate_and_the_choice(files, tmp_path):
+    out = tmp_path / "auto.onnx"
+    result = _run(
+        "quantize",
+        files / "mlp.onnx",
+        "-o",
+        out,
+        "--mode",
+        "auto",
+        "--calibration",
+        files / "calib.npz",
+        "--tolerance",
+        "cosine=0.9",
+        "--objective",
+        "size",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Quantization auto -> " in result.output
+    assert "dynamic int8 per-tensor" in result.output
+    assert "fp16" in result.output
+    info = json.loads(_run("inspect", out, "--json").output)
+    assert info["onnxbridge"]["quantization"]["chosen"]
+
+
 def test_bench_json_reports_percentiles_and_compares(files, tmp_path):
     other = tmp_path / "fp16.onnx"
     assert _run("quantize", files / "mlp.onnx", "-o", other, "--mode", "fp16").exit_code == 0

@@ -62,7 +62,9 @@ def test_qat_fine_tunes_a_copy_and_keeps_accuracy(cnn, digits):
         _fit(qmodel, x_train, y_train, epochs=1, lr=1e-3)
 
     q = art.quantize("qat", train=train)
-    assert seen == ["torch.ao.nn.qat.modules.conv"]  # fake-quantized copy handed to the caller
+    assert seen == ["torch.ao.nn.intrinsic.qat.modules.conv_fused"]  # a fused, fake-quantized copy
+    assert q.quantization.settings["fused before training"][0] == ["features.0", "features.1", "features.2"]
+    assert "BatchNormalization" not in {n.op_type for n in q.model.graph.node}  # folded after training
     assert not model.training  # the user's model is untouched
     assert type(model.features[0]).__module__ == "torch.nn.modules.conv"
     assert q.quantization.size_ratio < 0.5  # int8 weights stored, not float + QuantizeLinear
@@ -186,15 +188,31 @@ def test_dynamic_measures_the_export_sample_variants_of_different_lengths(bert):
     assert all(a.min_cosine is not None and a.min_cosine <= a.cosine for a in q.quantization.accuracy)
 
 
-def test_dynamic_default_for_transformers_stores_int8_embeddings(bert):
+def test_dynamic_default_for_transformers_stores_int8_embeddings_and_protects_sensitive_matmuls(bert):
+    from onnxbridge.quantize._dynamic import DynamicInt8
+
     art, calibration = bert
     q = art.quantize("dynamic", calibration=calibration, allow_slower=True)
     report = q.quantization
     assert report.settings["embeddings"] == "int8 per-row"
+    protected = report.settings.get("sensitive MatMuls kept float", [])  # none needed for random weights
+    assert len(protected) <= len(DynamicInt8().candidates(art.model)) // 3 + 1
+    assert all(f"{name} (MatMul)" in report.nodes_left_float for name in protected)
     tables = {i.name: i for i in q.model.graph.initializer}
     assert any(name.endswith("_int8") and len(t.dims) == 2 and t.dims[0] == VOCAB for name, t in tables.items())
     assert report.size_ratio <= 0.35
     assert report.min_cosine >= 0.99
+
+
+def test_nodes_the_user_excludes_stay_float_under_the_transformer_default(bert):
+    from onnxbridge.quantize._dynamic import DynamicInt8
+
+    art, calibration = bert
+    name = DynamicInt8().candidates(art.model)[0]
+    q = art.quantize("dynamic", calibration=calibration, exclude=[name], allow_slower=True)
+    assert q.quantization.settings["exclude"] == [name]
+    assert f"{name} (MatMul)" in q.quantization.nodes_left_float
+    assert name not in q.quantization.settings.get("sensitive MatMuls kept float", [])
 
 
 def test_tolerance_missed_by_plain_result_is_repaired_by_leaving_nodes_out(bert):

@@ -18,7 +18,7 @@ from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._fp16 import Fp16
 from onnxbridge.quantize._recipe import Recipe
 from onnxbridge.quantize._static import StaticQdq
-from onnxbridge.quantize._types import Candidate, QuantizationMode, QuantizationReport
+from onnxbridge.quantize._types import Candidate, OptimizationReport, QuantizationMode, QuantizationReport
 from onnxbridge.quantize._weight_only import WeightOnly
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def recipes(parent: onnx.ModelProto, samples: list[Feeds], *, calibrated: bool) 
     ]
     if looks_like_transformer(parent):
         out += [
+            (False, DynamicInt8(per_channel=True, embeddings=True, protect="float")),
             (False, DynamicInt8(per_channel=True, embeddings=True, protect="weight-only")),
             (True, DynamicInt8(per_channel=True, embeddings=True)),
         ]
@@ -62,7 +63,7 @@ def search(
     tolerance = dict(tolerance or DEFAULT_TOLERANCE)
     size_before = _measure.model_size(parent)
     base_session = _measure.session(parent, threads=1)
-    optimized: onnx.ModelProto | None = None
+    optimized: tuple[onnx.ModelProto, OptimizationReport] | None = None
     results: list[tuple[Candidate, Result | None]] = []
     for optimize_first, recipe in recipes(parent, samples, calibrated=calibrated):
         name = ("optimize + " if optimize_first else "") + recipe.name
@@ -70,11 +71,12 @@ def search(
             source = parent
             if optimize_first:
                 if optimized is None:
-                    optimized, _ = _optimize.optimize(parent, [], "extended")
-                source = optimized
+                    optimized = _optimize.optimize(parent, [], "extended")
+                source = optimized[0]
             result = run(source, recipe, samples, [], None, measure_latency=False)
-            if optimize_first:  # measured against the real parent, not the optimized one
+            if optimized is not None and optimize_first:  # measured against the real parent, not the optimized one
                 result.report.accuracy = _measure.measure(parent, result.model, samples)
+                result.report.optimized = dict(optimized[1].fused)
             acc = result.report.accuracy
             cosines = [a.min_cosine for a in acc if a.min_cosine is not None]
             tops = [a.top1 for a in acc if a.top1 is not None]

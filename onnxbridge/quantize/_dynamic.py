@@ -2,15 +2,15 @@
 
 Weights are int8 (per-channel by default), activations are quantized at run time. Conv
 stays float by default: dynamic conv kernels (ConvInteger) are slower than float ones.
-Options onnxbridge adds: int8 embedding tables, and nodes kept out of int8 (by the
-sensitivity search or ``exclude``) stored as 8-bit weight-only instead of float, so that
-protecting accuracy does not give the size back.
+Options onnxbridge adds: int8 embedding tables, and ``protect``: the MatMuls whose int8
+error hurts the outputs most (found by :mod:`onnxbridge.quantize._sensitivity`) kept out of
+int8, in float (as fast as float on CPUs where int8 GEMM does not pay) or as 8-bit
+weight-only ``MatMulNBits`` (smaller, but slower than float on CPUs without VNNI).
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge.quantize import _passes
@@ -34,33 +34,39 @@ class DynamicInt8:
         per_channel: bool = True,
         op_types: list[str] | None = None,
         embeddings: bool = False,
-        protect: str = "float",
+        protect: str | None = None,
+        keep_float: Sequence[str] = (),
     ) -> None:
         self.per_channel = per_channel
         self.op_types = list(op_types or DEFAULT_OPS)
         self.embeddings = embeddings
-        self.protect = protect  # how excluded MatMuls are kept: "float" or "weight-only" (8-bit)
+        # None: no automatic protection. "float" / "weight-only": the sensitive MatMuls that
+        # onnxbridge keeps out of int8 are stored so. Nodes the user excluded (keep_float) stay float.
+        self.protect = protect
+        self.keep_float = set(keep_float)
         self.name = (
             f"dynamic int8 {'per-channel' if per_channel else 'per-tensor'}"
             + (" + int8 embeddings" if embeddings else "")
-            + (" + 8-bit weight-only for sensitive MatMuls" if protect == "weight-only" else "")
+            + (
+                {"float": " + sensitive MatMuls float", "weight-only": " + sensitive MatMuls 8-bit weight-only"}.get(
+                    protect or "", ""
+                )
+            )
         )
-        self._prepared: dict[int, onnx.ModelProto] = {}
+        self.prepare = _passes.Prepared(gemm_to_matmul=True)
 
     def settings(self, exclude: list[str]) -> dict[str, Any]:
         settings: dict[str, Any] = {"per_channel": self.per_channel, "weights": "int8", "op_types": self.op_types}
         settings["embeddings"] = "int8 per-row" if self.embeddings else "float"
-        if exclude:
-            key = "kept 8-bit weight-only" if self.protect == "weight-only" else "exclude"
-            settings[key] = exclude
+        protected = [n for n in exclude if n not in self.keep_float] if self.protect else []
+        if protected:
+            settings[f"sensitive MatMuls kept {self.protect}"] = protected
+        if [n for n in exclude if n not in protected]:
+            settings["exclude"] = [n for n in exclude if n not in protected]
         return settings
 
-    def prepare(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        """The pre-processed model (cached per parent model)."""
-        key = id(model)
-        if key not in self._prepared:
-            self._prepared[key] = _passes.preprocess(model, gemm_to_matmul=True)
-        return self._prepared[key]
+    def _weight_only(self, exclude: list[str]) -> list[str]:
+        return [n for n in exclude if n not in self.keep_float] if self.protect == "weight-only" else []
 
     def candidates(self, model: onnx.ModelProto) -> list[str]:
         types = set(_passes.COMPUTE_OPS) & set(self.op_types)
@@ -78,23 +84,23 @@ class DynamicInt8:
         from onnxruntime import quantization as q
 
         prepared = self.prepare(model)
-        names = set(exclude)
-        excluded = [n.name for n in prepared.graph.node if n.name in names or n.op_type in names]
-        with tempfile.TemporaryDirectory() as tmp:
-            source, target = Path(tmp) / "float.onnx", Path(tmp) / "quantized.onnx"
-            onnx.save_model(prepared, str(source))
+        excluded = _passes.matching_nodes(prepared, exclude)
+        with _passes.on_disk(prepared) as (source, target):
             q.quantize_dynamic(
-                str(source),
-                str(target),
+                source,
+                target,
                 op_types_to_quantize=self.op_types,
                 per_channel=self.per_channel,
                 weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=excluded,
-                extra_options={"MatMulConstBOnly": True},
+                # Shape inference cannot type tensors behind contrib operators (optimized graphs);
+                # onnxruntime then needs the default type said outright.
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-            quantized = onnx.load_model(str(target))
-        if self.protect == "weight-only" and excluded:
-            quantized = matmul_nbits(quantized, bits=8, block_size=32, include=excluded)
+            quantized = onnx.load_model(target)
+        weight_only = set(self._weight_only(excluded))
+        if weight_only:
+            quantized = matmul_nbits(quantized, bits=8, block_size=32, include=sorted(weight_only))
         if self.embeddings:
             _passes.quantize_embeddings(quantized)
         return quantized, _passes.float_nodes(quantized)

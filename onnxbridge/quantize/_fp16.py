@@ -29,8 +29,7 @@ class Fp16:
 
     def __call__(self, model: onnx.ModelProto, exclude: list[str]) -> tuple[onnx.ModelProto, list[str]]:
         float16 = require("onnxconverter_common.float16", purpose="fp16 conversion", extra="quantization")
-        names = set(exclude)
-        block = [n.name for n in model.graph.node if n.name in names or n.op_type in names]
+        block = _passes.matching_nodes(model, exclude)
         # Dynamo graphs store float32 value_info for inner tensors; onnxconverter-common 1.16 converts
         # the tensors but leaves some of those entries, and onnxruntime then refuses the type
         # mismatch ("Type (tensor(float16)) of output arg ... does not match expected type").

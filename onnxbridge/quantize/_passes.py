@@ -68,6 +68,36 @@ def preprocess(model: onnx.ModelProto, *, gemm_to_matmul: bool) -> onnx.ModelPro
     return result
 
 
+class Prepared:
+    """:func:`preprocess`, done once per parent model (recipes ask for it several times)."""
+
+    def __init__(self, *, gemm_to_matmul: bool) -> None:
+        self.gemm_to_matmul = gemm_to_matmul
+        self._cached: tuple[onnx.ModelProto, onnx.ModelProto] | None = None  # (parent, prepared)
+
+    def __call__(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        if self._cached is None or self._cached[0] is not model:
+            self._cached = (model, preprocess(model, gemm_to_matmul=self.gemm_to_matmul))
+        return self._cached[1]
+
+
+def matching_nodes(model: onnx.ModelProto, names: list[str]) -> list[str]:
+    """Names of the nodes named in ``names`` or whose operator type is in ``names``."""
+    wanted = set(names)
+    return [n.name for n in model.graph.node if n.name in wanted or n.op_type in wanted]
+
+
+@contextlib.contextmanager
+def on_disk(model: onnx.ModelProto) -> Iterator[tuple[str, str]]:
+    """``model`` saved in a temporary folder: yields (its path, a path for the result)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "float.onnx", Path(tmp) / "quantized.onnx"
+        onnx.save_model(model, str(source))
+        yield str(source), str(target)
+
+
 _CWD_LOCK = threading.Lock()
 
 

@@ -76,6 +76,7 @@ class _TorchQat:
     def __init__(self, artifact: Artifact, model: Any, sample: Any, train: Callable[[Any], Any]) -> None:
         self.artifact, self.model, self.sample, self.train = artifact, model, sample, train
         self._result: onnx.ModelProto | None = None
+        self.fused: list[list[str]] = []
         self.source: Artifact | None = None  # the trained fake-quant model, validate()'s ground truth
 
     def settings(self, exclude: list[str]) -> dict[str, Any]:
@@ -84,6 +85,7 @@ class _TorchQat:
             "weights": "int8 symmetric per-channel",
             "format": "QDQ",
             "exporter": "torchscript",
+            **({"fused before training": self.fused} if self.fused else {}),
         }
 
     def candidates(self, model: onnx.ModelProto) -> list[str]:
@@ -118,6 +120,7 @@ class _TorchQat:
         )
         qmodel.qconfig = tq.QConfig(activation=activation, weight=weight)
         qmodel.train()
+        self.fused = fuse_conv_bn(qmodel)
         tq.prepare_qat(qmodel, inplace=True)
         try:
             self.train(qmodel)
@@ -125,6 +128,7 @@ class _TorchQat:
             raise QuantizationError(f"The train function raised {type(err).__name__}: {err}") from err
         qmodel.apply(tq.disable_observer)
         qmodel.eval()
+        fold_trained_bn(qmodel)
         art = self.artifact
         inputs = dict(zip(self.sample.names, self.sample.tensors(), strict=True))
         sample = inputs if self.sample.kwargs else tuple(inputs.values())
@@ -147,3 +151,90 @@ class _TorchQat:
                 "that torch's eager QAT swaps (Linear, Conv)."
             )
         return exported.model
+
+
+def fuse_conv_bn(model: Any) -> list[list[str]]:
+    """Fuse Conv + BatchNorm (+ ReLU) and Conv/Linear + ReLU that follow each other in ``nn.Sequential``s.
+
+    Without it, eager-mode QAT trains a convolution whose BatchNorm runs in float between two
+    QDQ pairs, and the exported graph keeps a BatchNormalization that onnxruntime cannot fold
+    into an integer kernel. ``fuse_modules_qat`` needs module names; sequential containers give
+    them without tracing the model. Returns the groups fused.
+    """
+    from torch import nn
+    from torch.ao import quantization as tq
+
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    groups: list[list[str]] = []
+    for prefix, module in model.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        i = 0
+        while i < len(children):
+            kinds = [type(m) for _, m in children[i : i + 3]]
+            size = 0
+            if len(kinds) >= 2 and issubclass(kinds[0], convs) and issubclass(kinds[1], norms):
+                size = 3 if len(kinds) == 3 and kinds[2] is nn.ReLU else 2
+            elif len(kinds) >= 2 and issubclass(kinds[0], (*convs, nn.Linear)) and kinds[1] is nn.ReLU:
+                size = 2
+            if size:
+                groups.append([f"{prefix}.{name}" if prefix else name for name, _ in children[i : i + size]])
+            i += size or 1
+    if groups:
+        tq.fuse_modules_qat(model, groups, inplace=True)
+    return groups
+
+
+def fold_trained_bn(model: Any) -> int:
+    """Replace trained ConvBn(ReLU) QAT modules by plain QAT convolutions computing the same.
+
+    In eval mode torch's fused module fake-quantizes ``w * gamma / std`` and then undoes the
+    scale and applies BatchNorm with its running statistics, which exports as Conv, Div, Add and
+    BatchNormalization. A QAT convolution holding the folded weight ``w * gamma / std`` and bias
+    ``(b - mean) * gamma / std + beta``, with the same trained weight fake-quantization, computes
+    the same and exports as one QDQ Conv. Returns how many modules were replaced.
+    """
+    import torch
+    from torch import nn
+    from torch.ao.nn.intrinsic import qat as nniqat
+    from torch.ao.nn.qat import Conv1d, Conv2d, Conv3d
+
+    plain = {nniqat.ConvBn1d: Conv1d, nniqat.ConvBn2d: Conv2d, nniqat.ConvBn3d: Conv3d}
+    with_relu = {nniqat.ConvBnReLU1d: Conv1d, nniqat.ConvBnReLU2d: Conv2d, nniqat.ConvBnReLU3d: Conv3d}
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        kind = type(module)
+        if kind not in plain and kind not in with_relu:
+            continue
+        bn = module.bn
+        scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        shape = [-1] + [1] * (module.weight.dim() - 1)
+        bias = module.bias.detach() if module.bias is not None else torch.zeros_like(bn.running_mean)
+        conv = (plain.get(kind) or with_relu[kind])(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=True,
+            padding_mode=module.padding_mode,
+            qconfig=module.qconfig,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(module.weight.detach() * scale.reshape(shape))
+            conv.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())  # type: ignore[union-attr]
+        conv.weight_fake_quant = module.weight_fake_quant
+        parts: list[nn.Module] = [conv]
+        if kind in with_relu:
+            parts.append(nn.ReLU())
+        if hasattr(module, "activation_post_process"):
+            parts.append(module.activation_post_process)  # called by a forward hook on the fused module
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, nn.Sequential(*parts).eval())
+        replaced += 1
+    return replaced

@@ -17,6 +17,7 @@ from onnxbridge.quantize import _data, _measure, _sensitivity
 from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._fp16 import Fp16
 from onnxbridge.quantize._recipe import Recipe
+from onnxbridge.quantize._simulate import Int8Simulator
 from onnxbridge.quantize._static import StaticQdq
 from onnxbridge.quantize._types import QuantizationMode, QuantizationReport, check_tolerance
 from onnxbridge.quantize._weight_only import WeightOnly
@@ -27,10 +28,14 @@ if TYPE_CHECKING:
     from onnxbridge._artifact import Artifact
 
 OBJECTIVES = ("latency", "size")
-# The transformer default keeps this fraction of its MatMuls (those whose int8 product errs
-# most on the samples) as 8-bit weight-only. On all-MiniLM-L6-v2 a third lifted the worst
-# sentence cosine from 0.962 to 0.984 at the same file size (benchmarks/bench_quantization.py).
-PROTECTED_FRACTION = 1 / 3
+# The transformer default keeps the fewest MatMuls in float (most sensitive first) for which
+# the simulated int8 model reaches this worst-row cosine on the samples, and at most this
+# fraction of them. The target is above 0.99 on purpose: calibration sets are small, and on
+# all-MiniLM-L6-v2 protection that just reached 0.99 on 8 calibration sentences gave 0.986 on
+# 36 others, while 0.995 gave 0.995 (benchmarks/bench_quantization.py). Float, not 8-bit
+# weight-only: MatMulNBits ran 3x slower than float at batch 1 on AVX2 without VNNI.
+PROTECT_TARGET = {"cosine": 0.995}
+PROTECT_AT_MOST = 1 / 3
 _SLOWER = 1.10
 _FALLS_BACK = (
     QuantizationMode.DYNAMIC,
@@ -84,37 +89,48 @@ def quantize(
         raise InputError(f"objective={objective!r}: use 'latency' or 'size'.")
     if bits not in (4, 8):
         raise InputError(f"bits={bits!r}: weight-only quantization takes 8 or 4.")
-    parent = artifact.model
-    samples = _data.samples(parent, artifact.reference, calibration)
     if mode is QuantizationMode.STATIC and calibration is None:
         raise InputError(
             "quantize('static') needs calibration=...: an iterable of samples shaped like the export sample, or "
             "one batched array. A few hundred representative rows are usually enough."
         )
+    parent = artifact.model
+    samples = _data.samples(parent, artifact.reference, calibration)
+    exclude = list(exclude)
     try:
         if mode is QuantizationMode.AUTO:
             from onnxbridge.quantize import _auto
 
             return _auto.search(parent, samples, tolerance, objective, calibrated=calibration is not None)
-        recipe = _recipe(
-            artifact, mode, samples, calibration, method, per_channel, op_types, train, keep_io_types, bits
-        )
-        return run(parent, recipe, samples, list(exclude), tolerance, allow_slower=allow_slower)
+        recipe = _recipe(artifact, mode, samples, exclude, method, per_channel, op_types, train, keep_io_types, bits)
+        return run(parent, recipe, samples, exclude, tolerance, allow_slower=allow_slower)
     except OnnxBridgeError:
         raise
     except Exception as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise QuantizationError(
-            f"{mode.value} quantization failed inside {type(err).__module__.split('.')[0]}: {type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}. Try another mode, or exclude= the node "
-            "named above."
+            f"{mode.value} quantization failed in {_failing_package(err)}: {type(err).__name__}: {message} Try "
+            "another mode (quantize('auto') compares them all), or exclude= the nodes or operator types involved."
         ) from err
+
+
+def _failing_package(err: BaseException) -> str:
+    """The top-level package of the innermost frame that raised ``err`` (e.g. ``onnxruntime``)."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    for frame in reversed(frames):
+        parts = frame.filename.replace("\\", "/").split("/")
+        if "site-packages" in parts and parts.index("site-packages") + 1 < len(parts):
+            return parts[parts.index("site-packages") + 1]
+    return "onnxbridge"
 
 
 def _recipe(
     artifact: Artifact,
     mode: QuantizationMode,
     samples: list[Feeds],
-    calibration: Any,
+    exclude: list[str],
     method: str,
     per_channel: bool | None,
     op_types: Sequence[str] | None,
@@ -131,7 +147,8 @@ def _recipe(
             per_channel=channel,
             op_types=list(op_types) if op_types else None,
             embeddings=transformer,
-            protect="weight-only" if transformer else "float",
+            protect="float" if transformer else None,
+            keep_float=exclude,
         )
     if mode is QuantizationMode.STATIC:
         return StaticQdq(samples, per_channel=channel, op_types=list(op_types) if op_types else None, method=method)
@@ -166,11 +183,10 @@ def run(
 ) -> Result:
     """Run ``recipe`` on ``parent``, protect what is sensitive, repair to ``tolerance``, measure."""
     protected: list[str] = []
-    if isinstance(recipe, DynamicInt8) and recipe.protect == "weight-only":
-        prepared = recipe.prepare(parent)
-        errors = _sensitivity.matmul_errors(prepared, samples, recipe.candidates(parent))
-        ranked = sorted((n for n in errors if n not in exclude), key=errors.__getitem__, reverse=True)
-        protected = ranked[: math.ceil(len(ranked) * PROTECTED_FRACTION)]
+    simulator, how = None, ""
+    if isinstance(recipe, DynamicInt8) and recipe.protect:
+        simulator, how = _simulator(parent, recipe, samples, exclude), recipe.protect
+        protected = _protect(simulator)
     model, left = recipe(parent, [*exclude, *protected])
     report = QuantizationReport(
         recipe.mode,
@@ -181,19 +197,35 @@ def run(
     )
     if protected:
         report.attempts.append(
-            f"kept the {len(protected)} MatMul(s) whose int8 products erred most on the samples as 8-bit "
-            f"weight-only: {', '.join(protected)}"
+            f"kept the {len(protected)} MatMul(s) whose int8 error hurt the outputs most {how}: {', '.join(protected)}"
         )
     report.accuracy = _measure.measure(parent, model, samples)
     report.passed = _measure.meets(report.accuracy, tolerance) if tolerance else None
     if tolerance and not report.passed:
-        model, left = _repair(parent, recipe, [*exclude, *protected], samples, tolerance, report)
+        if simulator is None and isinstance(recipe, DynamicInt8):
+            simulator = _simulator(parent, recipe, samples, exclude)
+        model, left = _repair(parent, recipe, [*exclude, *protected], samples, tolerance, report, simulator)
     report.nodes_left_float = left
     report.size_after = _measure.model_size(model)
     source = getattr(recipe, "source", None)
     if measure_latency:
         model = _keep_if_faster(parent, model, samples, report, allow_slower)
     return Result(model, report, source)
+
+
+def _simulator(parent: onnx.ModelProto, recipe: DynamicInt8, samples: list[Feeds], exclude: list[str]) -> Int8Simulator:
+    nodes = [c for c in recipe.candidates(parent) if c not in exclude]
+    return Int8Simulator(recipe.prepare(parent), samples, nodes)
+
+
+def _protect(simulator: Int8Simulator) -> list[str]:
+    """The fewest most-sensitive MatMuls to keep out of int8 for :data:`PROTECT_TARGET`, capped."""
+    order = [name for _, name in simulator.ranked()]
+    cap = math.ceil(len(order) * PROTECT_AT_MOST)
+    for count in range(cap + 1):  # each try is one simulated run per sample
+        if _measure.meets(simulator.accuracy(order[count:]), PROTECT_TARGET):
+            return order[:count]
+    return order[:cap]
 
 
 def _keep_if_faster(
@@ -241,6 +273,7 @@ def _repair(
     samples: list[Feeds],
     tolerance: Mapping[str, float],
     report: QuantizationReport,
+    simulator: Int8Simulator | None = None,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Leave the most sensitive nodes out of quantization, in doubling steps, until the tolerance is met."""
     candidates = [c for c in recipe.candidates(parent) if c not in exclude]
@@ -248,7 +281,7 @@ def _repair(
     def only(name: str) -> onnx.ModelProto:
         return recipe(parent, [*exclude, *[c for c in candidates if c != name]])[0]
 
-    order = _sensitivity.rank(parent, samples, candidates, only)
+    order = _sensitivity.rank(parent, samples, candidates, only, simulator)
     # 1, 2, 4, ... most sensitive nodes out, and finally all but one (with every candidate out
     # nothing is quantized: not a success)
     steps = sorted({min(2**i, len(order) - 1) for i in range(len(order).bit_length())} - {0})

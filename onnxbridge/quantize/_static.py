@@ -7,8 +7,6 @@ sit around the convolution itself.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge._adapter import Feeds
@@ -39,7 +37,7 @@ class StaticQdq:
             raise InputError(f"method={method!r}: expected one of {', '.join(METHODS)}.")
         self.calibration, self.per_channel, self.op_types, self.method = calibration, per_channel, op_types, method
         self.name = f"static int8 QDQ ({method})"
-        self._prepared: dict[int, onnx.ModelProto] = {}
+        self.prepare = _passes.Prepared(gemm_to_matmul=False)
 
     def settings(self, exclude: list[str]) -> dict[str, Any]:
         settings: dict[str, Any] = {"per_channel": self.per_channel, "weights": "int8"}
@@ -48,12 +46,6 @@ class StaticQdq:
         if exclude:
             settings["exclude"] = exclude
         return settings
-
-    def prepare(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        key = id(model)
-        if key not in self._prepared:
-            self._prepared[key] = _passes.preprocess(model, gemm_to_matmul=False)
-        return self._prepared[key]
 
     def candidates(self, model: onnx.ModelProto) -> list[str]:
         types = set(_passes.COMPUTE_OPS) | {"Gather"}
@@ -66,14 +58,11 @@ class StaticQdq:
         from onnxruntime import quantization as q
 
         prepared = self.prepare(model)
-        names = set(exclude)
-        excluded = [n.name for n in prepared.graph.node if n.name in names or n.op_type in names]
-        with tempfile.TemporaryDirectory() as tmp:
-            source, target = Path(tmp) / "float.onnx", Path(tmp) / "quantized.onnx"
-            onnx.save_model(prepared, str(source))
+        excluded = _passes.matching_nodes(prepared, exclude)
+        with _passes.on_disk(prepared) as (source, target):
             q.quantize_static(
-                str(source),
-                str(target),
+                source,
+                target,
                 _Reader(self.calibration),
                 quant_format=q.QuantFormat.QDQ,
                 op_types_to_quantize=self.op_types,
@@ -83,7 +72,7 @@ class StaticQdq:
                 nodes_to_exclude=excluded,
                 calibrate_method=getattr(q.CalibrationMethod, METHODS[self.method]),
             )
-            quantized = onnx.load_model(str(target))
+            quantized = onnx.load_model(target)
         return quantized, _passes.float_nodes(quantized)
 
 
