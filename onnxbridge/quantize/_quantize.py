@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnxbridge._adapter import Feeds
 from onnxbridge._errors import InputError, OnnxBridgeError, QuantizationError
-from onnxbridge.quantize import _data, _measure, _sensitivity
+from onnxbridge.quantize import _data, _measure, _passes, _sensitivity
 from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._fp16 import Fp16
 from onnxbridge.quantize._recipe import Recipe
@@ -107,9 +107,9 @@ def quantize(
     except OnnxBridgeError:
         raise
     except Exception as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        message = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else "(no message)"
         raise QuantizationError(
-            f"{mode.value} quantization failed in {_failing_package(err)}: {type(err).__name__}: {message} Try "
+            f"{mode.value} quantization failed in {_failing_package(err)}: {type(err).__name__}: {message}. Try "
             "another mode (quantize('auto') compares them all), or exclude= the nodes or operator types involved."
         ) from err
 
@@ -255,7 +255,7 @@ def _keep_if_faster(
         "Pass allow_slower=True to keep it anyway (e.g. for a CPU with VNNI, or for the smaller file)."
     )
     report.size_after = report.size_before
-    return parent
+    return _passes.copy(parent)  # its own copy: saving the child writes metadata into its model
 
 
 def _latency_feeds(samples: list[Feeds]) -> list[Feeds]:
