@@ -99,6 +99,8 @@ def test_calibration_that_is_not_an_iterable_of_samples_is_refused(ids_model):
             _data.samples(ids_model, reference, bad)
     with pytest.raises(ob.InputError, match="calibration is empty"):
         _data.samples(ids_model, reference, [])
+    with pytest.raises(ob.InputError, match="0 rows"):
+        _data.samples(ids_model, reference, np.zeros((0, 3), np.int64))
 
 
 def _trained_like(rng, shape):

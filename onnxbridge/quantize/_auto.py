@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from onnxbridge._adapter import Feeds
-from onnxbridge._errors import OnnxBridgeError, QuantizationError
+from onnxbridge._errors import QuantizationError
 from onnxbridge.quantize import _measure, _optimize
 from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._fp16 import Fp16
@@ -92,8 +92,9 @@ def search(
             )
             result.report.latency_ratio = latency
             results.append((candidate, result))
-        except (OnnxBridgeError, Exception) as err:  # noqa: BLE001 - a failing recipe is a row of the table
-            results.append((Candidate(name, None, None, None, None, None, False, f"{type(err).__name__}"), None))
+        except Exception as err:  # noqa: BLE001 - a failing recipe is a row of the table
+            why = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:80]}"
+            results.append((Candidate(name, None, None, None, None, None, False, why), None))
     table = [c for c, _ in results]
     passing = [(c, r) for c, r in results if c.meets and r is not None]
     key = (
@@ -118,8 +119,12 @@ def search(
     report.tolerance, report.passed, report.candidates, report.chosen = tolerance, True, table, best.name
     report.size_after = _measure.model_size(result.model)
     if best.latency_ratio and best.latency_ratio > 1.0:
+        why = (
+            "no candidate that meets the tolerance was faster"
+            if objective == "latency"
+            else "it was chosen for size; objective='latency' picks the fastest that meets the tolerance"
+        )
         report.warnings.append(
-            f"the chosen recipe runs {best.latency_ratio:.2f}x as long as the float model on this CPU; no candidate "
-            "that meets the tolerance was faster"
+            f"the chosen recipe runs {best.latency_ratio:.2f}x as long as the float model on this CPU; {why}"
         )
     return result

@@ -83,7 +83,9 @@ def samples(model: onnx.ModelProto, reference: Reference, calibration: Any) -> l
     if calibration is not None:
         if _is_batched(calibration):
             batched = check_feeds(model, as_feeds(calibration, names, "calibration", dtypes), "calibration")
-            rows = len(next(iter(batched.values())))
+            rows = min((len(v) for v in batched.values() if v.ndim), default=1)
+            if rows == 0:
+                raise InputError("calibration has 0 rows; pass at least one sample shaped like the export sample.")
             step = _BATCH_ROWS if _batch_dynamic(names, reference.dynamic_axes) else rows
             return [{k: v[i : i + step] for k, v in batched.items()} for i in range(0, rows, step)]
         if isinstance(calibration, (str, bytes, Mapping)) or not hasattr(calibration, "__iter__"):
