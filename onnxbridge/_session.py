@@ -173,8 +173,6 @@ class Session:
             original = value
             if type(value) is not np.ndarray:
                 value = to_numpy(value, name)
-            if value.dtype is not dtype and value.dtype != dtype:
-                value = _cast(value, dtype, name)
             if value.ndim != rank:
                 raise InputError(
                     f"Input {name!r} has rank {value.ndim} (shape {value.shape}), but the model expects rank "
@@ -188,6 +186,8 @@ class Session:
                         f"(the model declares {self._declared(name)}). Only symbolic axes may vary; re-export "
                         "with that axis in dynamic_axes if it should."
                     )
+            if value.dtype is not dtype and value.dtype != dtype:  # after the shape checks: a cast allocates
+                value = _cast(value, dtype, name)
             if value is not original:
                 if feeds is None:
                     feeds = dict(given)  # never modify the caller's dict
@@ -274,18 +274,34 @@ def to_numpy(value: Any, name: str = "input") -> np.ndarray:
     torch is never imported here: a tensor is recognised by its class's module.
     """
     if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        tensor = value.detach()
-        if tensor.device.type != "cpu":
-            tensor = tensor.cpu()
-        if str(tensor.dtype) == "torch.bfloat16":
-            raise InputError(f"Input {name!r} is a bfloat16 tensor, which numpy cannot hold; cast it to float32 first.")
-        return np.asarray(tensor.numpy())
+        return _torch_to_numpy(value, name)
     if hasattr(value, "numpy") and type(value).__module__.startswith("tensorflow"):
         return np.asarray(value.numpy())
     try:
         return np.asarray(value)
     except Exception as err:
         raise InputError(f"Input {name!r} of type {type(value).__name__} cannot be read as an array: {err}") from err
+
+
+def _torch_to_numpy(value: Any, name: str) -> np.ndarray:
+    tensor = value.detach()
+    if tensor.device.type == "meta":
+        raise InputError(f"Input {name!r} is a meta tensor, which has a shape but no data; pass a real tensor.")
+    if str(tensor.dtype) == "torch.bfloat16":
+        raise InputError(f"Input {name!r} is a bfloat16 tensor, which numpy cannot hold; cast it to float32 first.")
+    try:
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if str(tensor.layout) != "torch.strided":  # sparse COO/CSR/...: the same values, dense
+            tensor = tensor.to_dense()
+        if tensor.is_complex():
+            tensor = tensor.resolve_conj()  # numpy cannot view a lazily conjugated tensor
+        return np.asarray(tensor.numpy())
+    except Exception as err:
+        raise InputError(
+            f"Input {name!r} is a {tensor.dtype} tensor ({tensor.layout}, on {tensor.device}) that numpy cannot read: "
+            f"{_first_line(err)}. Pass a dense CPU tensor or a numpy array."
+        ) from err
 
 
 def as_feeds(
@@ -300,12 +316,37 @@ def as_feeds(
 
 
 def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
-    if value.dtype.kind == dtype.kind:
-        return value.astype(dtype)
-    raise InputError(
-        f"Input {name!r} has dtype {value.dtype}, but the model expects {dtype}. Only same-kind dtypes "
-        f"(e.g. float64 for float32) are cast automatically; convert it with .astype(np.{dtype.name})."
-    )
+    """``value`` as ``dtype`` (same kind only), refusing values the cast would change silently."""
+    if value.dtype.kind != dtype.kind:
+        raise InputError(
+            f"Input {name!r} has dtype {value.dtype}, but the model expects {dtype}. Only same-kind dtypes "
+            f"(e.g. float64 for float32) are cast automatically; convert it with .astype(np.{dtype.name})."
+        )
+    if value.size and dtype.kind in "iu" and dtype.itemsize < value.dtype.itemsize:
+        info = np.iinfo(dtype)
+        low, high = value.min(), value.max()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise InputError(
+                f"Input {name!r} holds {bad}, which does not fit the model's {dtype} (range {info.min} to "
+                f"{info.max}); casting would wrap it silently. Pass values in that range."
+            )
+    try:
+        cast = value.astype(dtype)
+    except MemoryError as err:
+        raise InputError(
+            f"Input {name!r} of shape {value.shape} would need {value.size * dtype.itemsize / 2**30:.1f} GiB as "
+            f"{dtype}, more than this machine can allocate. Pass fewer rows at a time."
+        ) from err
+    if dtype.kind == "f" and dtype.itemsize < value.dtype.itemsize and value.size:
+        overflow = np.isinf(cast) & np.isfinite(value)
+        if overflow.any():
+            raise InputError(
+                f"Input {name!r} holds {value[overflow].flat[0]!r}, beyond the largest {dtype} "
+                f"({np.finfo(dtype).max:.4g}); casting would turn it into inf. Scale the input, or export with "
+                "float64 inputs."
+            )
+    return cast
 
 
 def _first_line(err: BaseException) -> str:
