@@ -360,7 +360,7 @@ class Artifact:
         Returns:
             A :class:`Session`; ``session.providers`` lists the providers really active.
         """
-        if self.model.ByteSize() > _serialization.PROTOBUF_LIMIT:
+        if _serialization.is_large(self.model):
             if self._path is None:
                 self._path = Path(tempfile.mkdtemp(prefix="onnxbridge-")) / "model.onnx"
                 self.save(self._path, external_data=True)

@@ -8,7 +8,7 @@ from typing import Any
 from onnxbridge._adapter import ExportRequest
 from onnxbridge._artifact import Artifact
 from onnxbridge._axes import DynamicAxesSpec
-from onnxbridge._errors import ExportError, InputError
+from onnxbridge._errors import ExportError, InputError, UnsupportedModelError
 from onnxbridge._registry import default_registry
 
 __all__ = ["export"]
@@ -58,7 +58,20 @@ def export(
             raise InputError(f"{label} must be a list of non-empty strings, got {names!r}.")
         if names is not None and len(set(names)) != len(names):
             raise InputError(f"{label} has duplicates: {list(names)!r}. Names must be unique.")
+    if model is None:
+        raise InputError(
+            "The model passed to export() is None. Pass the trained model object (a torch.nn.Module, a Keras "
+            "model, a fitted scikit-learn estimator, ...) or the path of an '.onnx' file; check that the variable "
+            "holding it was assigned (a function that trains in place may return None)."
+        )
     adapter = default_registry.get(framework) if framework else default_registry.find(model)
+    if framework and not adapter.accepts(model):
+        kind = f"{type(model).__module__}.{type(model).__qualname__}"
+        raise UnsupportedModelError(
+            f"framework={framework!r} was asked for, but its adapter does not convert a {kind}. Leave framework= "
+            f"out to detect the framework from the model, or pass the one it belongs to (supported: "
+            f"{', '.join(default_registry.frameworks())})."
+        )
     request = ExportRequest(
         sample=sample,
         dynamic_axes=dynamic_axes,

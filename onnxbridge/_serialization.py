@@ -12,8 +12,10 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -76,18 +78,65 @@ def _check_target(target: Path) -> None:
         )
 
 
+# Temporaries of a save are named like this in the target folder: ".onnxbridge-partial-" plus
+# random characters (and ".onnxbridge-" plus 8 for releases before 0.2). A killed save leaves one.
+TEMP_PREFIX = ".onnxbridge-partial-"
+_TEMP_NAME = re.compile(r"^\.onnxbridge-(partial-[A-Za-z0-9_]+|[A-Za-z0-9_]{8})$")
+_PROCESS_START = time.time()  # when onnxbridge was imported into this process
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete this library's temporaries in ``folder`` left by saves killed before this process began.
+
+    Only names this library gives its temporaries are touched, and only when they were last
+    modified before this process imported onnxbridge, so a save running elsewhere right now
+    (whose file is being written) is left alone. Returns what was removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not _TEMP_NAME.match(entry.name) or entry.lstat().st_mtime >= _PROCESS_START or entry.is_symlink():
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue  # another process may be cleaning up too; never fail a save over it
+    return removed
+
+
+def _unwritable(target: Path, err: OSError) -> ModelFileError:
+    return ModelFileError(
+        f"Cannot write {str(target)!r}: {err.strerror or err}. Check that the folder exists, is writable and has "
+        "free space; nothing was written there."
+    )
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Write a file through a temporary name in the same folder, renamed into place on success."""
     target = Path(path)
     _check_target(target)
-    fd, staged = tempfile.mkstemp(prefix=".onnxbridge-", dir=target.parent)
+    remove_stale_temporaries(target.parent)
+    try:
+        fd, staged = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    except OSError as err:
+        raise _unwritable(target, err) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(staged, target)
+    except OSError as err:
+        Path(staged).unlink(missing_ok=True)
+        raise _unwritable(target, err) from err
     except BaseException:
         Path(staged).unlink(missing_ok=True)
         raise
@@ -100,12 +149,16 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
     target = Path(path)
     _check_target(target)
     if external_data is None:
-        external_data = model.ByteSize() > PROTOBUF_LIMIT
+        external_data = is_large(model)
     if not external_data:
         with atomic_write(target) as handle:
             handle.write(model.SerializeToString())
         return target
-    staging = Path(tempfile.mkdtemp(prefix=".onnxbridge-", dir=target.parent))
+    remove_stale_temporaries(target.parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent))
+    except OSError as err:
+        raise _unwritable(target, err) from err
     try:
         staged = staging / target.name
         location = target.name + ".data"
@@ -116,9 +169,28 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
         if (staging / location).exists():  # tensors under 1 KiB stay inline; there may be none
             os.replace(staging / location, target.parent / location)
         os.replace(staged, target)
+    except OSError as err:
+        raise _unwritable(target, err) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def model_bytes(model: onnx.ModelProto) -> int:
+    """The model's size in bytes: serialized, or its tensors' bytes past protobuf's limit."""
+    if is_large(model):
+        return sum(len(t.raw_data) or t.ByteSize() for t in _tensors(model.graph))
+    return model.ByteSize()
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is past protobuf's 2 GiB limit, decided without serializing it.
+
+    With the upb protobuf backend, ``ByteSize()`` raises instead of answering past 2 GiB, so
+    the tensors' bytes are summed instead.
+    """
+    stored = sum(len(t.raw_data) or t.ByteSize() for t in _tensors(model.graph))
+    return stored > PROTOBUF_LIMIT
 
 
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
@@ -147,7 +219,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         )
     _load_external_data(model, source)
     try:
-        onnx.checker.check_model(model if model.ByteSize() <= PROTOBUF_LIMIT else str(source))
+        onnx.checker.check_model(str(source) if is_large(model) else model)
     except Exception as err:
         raise ModelFileError(
             f"{str(source)!r} is damaged or not a valid ONNX model: {str(err).strip().splitlines()[0]}. "

@@ -158,7 +158,9 @@ def check_structure(model: onnx.ModelProto) -> Check:
     import onnx
 
     try:
-        if model.ByteSize() > 2**31 - 2**20:  # over protobuf's limit: check from a file
+        from onnxbridge._serialization import is_large
+
+        if is_large(model):  # over protobuf's limit: check from a file
             import tempfile
             from pathlib import Path
 

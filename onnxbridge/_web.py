@@ -42,11 +42,11 @@ def to_web(
     preprocess: Mapping[str, Any] | None = None,
 ) -> Path:
     """Implementation of :meth:`onnxbridge.Artifact.to_web`."""
-    from onnxbridge import _graph
+    from onnxbridge import _graph, _serialization
 
     target = Path(directory)
     model = artifact.model
-    size = model.ByteSize()
+    size = _serialization.model_bytes(model)
     if size >= WASM_LIMIT:
         raise WebExportError(
             f"The model is {size / 2**30:.1f} GiB; a browser's WebAssembly memory holds at most 2 GiB, model "

@@ -70,8 +70,9 @@ def test_failed_save_leaves_the_previous_file_intact_and_no_temporary_files(tmp_
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)  # the rename step fails, as on a full or vanished disk
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ob.ModelFileError, match=r"Cannot write .*disk full") as info:
         ob.load(target).save(target)
+    assert isinstance(info.value.__cause__, OSError)  # the cause stays visible
     monkeypatch.undo()
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
@@ -165,3 +166,28 @@ def test_passthrough_cannot_make_a_fixed_dimension_dynamic():
 def test_path_that_is_not_onnx_is_unsupported(tmp_path):
     with pytest.raises(ob.UnsupportedModelError, match=r"'\.onnx' file"):
         ob.export(str(tmp_path / "weights.pt"))
+
+
+@pytest.mark.parametrize("external_data", [False, True])
+def test_save_to_an_unwritable_place_is_a_model_file_error(external_data):
+    art = ob.export(_model())
+    with pytest.raises(ob.ModelFileError, match=r"Cannot write '/proc/model.onnx'.*nothing was written"):
+        art.save("/proc/model.onnx", external_data=external_data)  # /proc takes no new files, even for root
+
+
+def test_save_removes_temporaries_that_killed_saves_left_and_nothing_else(tmp_path):
+    past = os.stat(tmp_path).st_mtime - 10**6  # long before this process started
+    stale_file = tmp_path / ".onnxbridge-partial-k1ll3d"
+    stale_file.write_bytes(b"half a model")
+    old_style = tmp_path / ".onnxbridge-ab12cd34"  # what releases before 0.2 named them
+    old_style.mkdir()
+    (old_style / "model.onnx").write_bytes(b"half")
+    users = tmp_path / ".onnxbridge-notes.txt"  # not a name onnxbridge gives its temporaries
+    users.write_text("mine")
+    for path in (stale_file, old_style, users):
+        os.utime(path, (past, past))
+    running = tmp_path / ".onnxbridge-partial-busy01"  # a save going on right now (written after we started)
+    running.write_bytes(b"being written")
+    ob.export(_model()).save(tmp_path / "model.onnx")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".onnxbridge-notes.txt", ".onnxbridge-partial-busy01", "model.onnx"]

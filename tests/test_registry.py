@@ -143,3 +143,15 @@ def test_missing_framework_raises_missing_dependency_naming_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "MissingDependencyError" in out.stdout
     assert 'pip install "onnxbridge[torch]"' in out.stdout
+
+
+def test_export_of_none_says_the_model_is_none():
+    with pytest.raises(ob.InputError, match="The model passed to export\\(\\) is None"):
+        ob.export(None, np.zeros((1, 2), np.float32))
+
+
+def test_forcing_a_framework_that_does_not_take_the_model_is_unsupported_not_a_type_error():
+    pytest.importorskip("sklearn")
+    model = helper.make_model(helper.make_graph([], "empty", [], []))
+    with pytest.raises(ob.UnsupportedModelError, match=r"framework='sklearn' was asked for.*ModelProto"):
+        ob.export(model, framework="sklearn")

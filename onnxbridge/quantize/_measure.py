@@ -152,8 +152,7 @@ def latency_ratio(
 
 
 def model_size(model: onnx.ModelProto) -> int:
-    """Bytes the model takes: the serialized size, or the weights' size past protobuf's limit."""
-    try:
-        return model.ByteSize()
-    except Exception:  # noqa: BLE001 - upb protobuf raises EncodeError past 2 GiB
-        return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
+    """Bytes the model takes (see :func:`onnxbridge._serialization.model_bytes`)."""
+    from onnxbridge._serialization import model_bytes
+
+    return model_bytes(model)
