@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from onnxbridge._adapter import ExportRequest
+from onnxbridge._adapter import Exported, ExportRequest
 from onnxbridge._artifact import Artifact
 from onnxbridge._axes import DynamicAxesSpec
 from onnxbridge._errors import ExportError, InputError, UnsupportedModelError
@@ -83,4 +83,52 @@ def export(
     exported = adapter.export(model, request)
     if exported.model is None:  # a third-party adapter's bug, said plainly
         raise ExportError(f"The {adapter.framework!r} adapter returned no ONNX model.")
+    if opset is not None:
+        _honour_opset(exported, opset)
     return Artifact(exported)
+
+
+def _default_opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _honour_opset(exported: Exported, requested: int) -> None:
+    """Give the user the opset asked for: converted and checked, or refused; never silently another.
+
+    Some exporters have a floor (torch.onnx's dynamo exporter writes opset 18 at least) and
+    return a newer opset than asked. ``onnx.version_converter`` converts it down where every
+    operator has an equivalent; the converted graph is run on the export sample and compared
+    with the source before it is accepted.
+    """
+    import numpy as np
+    import onnx
+    from onnx import version_converter
+
+    produced = _default_opset(exported.model)
+    if produced == requested:
+        return
+    try:
+        converted = version_converter.convert_version(exported.model, requested)
+        onnx.checker.check_model(converted)
+        if exported.sample is not None and exported.reference is not None:
+            from onnxbridge._session import Session
+
+            session = Session(converted.SerializeToString(), ["cpu"])
+            got = session.run({k: v for k, v in exported.sample.items() if k in session.input_names})
+            want = exported.reference(exported.sample)
+            for name, value in got.items():
+                if not np.allclose(value, want[name], rtol=1e-3, atol=1e-5, equal_nan=True):
+                    raise ValueError(f"output {name!r} differs from the source after conversion")
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = ", or exporter='torchscript' (opsets 7 to 17)" if exported.framework == "torch" else ""
+        raise InputError(
+            f"opset={requested} was asked for, but {exported.exporter} produced opset {produced}, and converting "
+            f"it down failed: {reason}. Use opset>={produced}{hint}. Nothing was exported."
+        ) from err
+    exported.model = converted
+    checked = " and checked against the source on the export sample" if exported.reference is not None else ""
+    exported.notes.append(
+        f"{exported.exporter} produced opset {produced}; converted to the requested opset {requested} with "
+        f"onnx.version_converter{checked}"
+    )

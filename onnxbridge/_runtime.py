@@ -12,7 +12,7 @@ import functools
 from types import ModuleType
 
 from onnxbridge._deps import require
-from onnxbridge._errors import ExportError
+from onnxbridge._errors import ExportError, InputError
 
 
 def onnxruntime() -> ModuleType:
@@ -61,6 +61,9 @@ def _newest_opset_in(domain: str) -> int:
     return max(versions, default=1)
 
 
+MIN_OPSET = 7  # onnxruntime has no CPU kernels for several core operators (Gemm, ...) before it
+
+
 def choose_opset(requested: int | None, *, preferred: int, converter: str, converter_max: int | None = None) -> int:
     """The opset to export at: the user's if both sides support it, else ``preferred`` capped.
 
@@ -76,6 +79,11 @@ def choose_opset(requested: int | None, *, preferred: int, converter: str, conve
     runtime_max = max_opset()
     if requested is None:
         return min(preferred, runtime_max)
+    if requested < MIN_OPSET:
+        raise InputError(
+            f"opset={requested} is older than onnxruntime runs (its CPU kernels start at opset {MIN_OPSET}), so "
+            f"the model could not be validated or run. Use an opset from {MIN_OPSET} to {runtime_max}."
+        )
     if requested > runtime_max:
         raise ExportError(
             f"opset={requested} is newer than the installed onnxruntime supports (up to {runtime_max}), so the "

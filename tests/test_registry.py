@@ -155,3 +155,56 @@ def test_forcing_a_framework_that_does_not_take_the_model_is_unsupported_not_a_t
     model = helper.make_model(helper.make_graph([], "empty", [], []))
     with pytest.raises(ob.UnsupportedModelError, match=r"framework='sklearn' was asked for.*ModelProto"):
         ob.export(model, framework="sklearn")
+
+
+class _ToyModel:
+    """A model of an imaginary framework whose converter always writes opset 17."""
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+
+
+class _ToyAdapter:
+    framework = "toy_opset"
+    module_roots = ("tests",)
+
+    def accepts(self, model: object) -> bool:
+        return isinstance(model, _ToyModel)
+
+    def export(self, model, request):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+        inits = [onnx.numpy_helper.from_array(np.ones(4, np.float32), n) for n in ("s", "b")]
+        inputs = ["x", "s", "b"] if model.op == "LayerNormalization" else ["x", "s"]
+        graph = helper.make_graph([helper.make_node(model.op, inputs, ["y"])], "toy", [x], [y], inits)
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        sample = {"x": np.arange(8, dtype=np.float32).reshape(2, 4)}
+
+        def reference(feeds):
+            values = feeds["x"]
+            if model.op == "Add":
+                return {"y": values + 1}
+            mean, var = values.mean(-1, keepdims=True), values.var(-1, keepdims=True)
+            return {"y": (values - mean) / np.sqrt(var + 1e-5)}
+
+        return Exported(proto, "toy_opset", "1", "toy", {}, sample=sample, reference=reference)
+
+
+@pytest.fixture
+def toy_adapter():
+    ob.register_adapter(_ToyAdapter())
+    yield
+    default_registry.unregister("toy_opset")
+
+
+def test_an_adapter_that_ignores_the_opset_is_converted_and_checked(toy_adapter):
+    art = ob.export(_ToyModel("Add"), opset=14)
+    assert art.opset == 14
+    assert any(
+        "converted to the requested opset 14" in n and "checked against the source" in n for n in art.export_notes
+    )
+
+
+def test_an_opset_that_cannot_be_reached_is_refused_not_replaced(toy_adapter):
+    with pytest.raises(ob.InputError, match=r"opset=11 was asked for, but toy produced opset 17.*Use opset>=17"):
+        ob.export(_ToyModel("LayerNormalization"), opset=11)

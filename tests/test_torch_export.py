@@ -215,3 +215,18 @@ def test_failed_export_leaves_model_mode_unchanged():
 def test_exported_model_is_plain_onnx(cnn_artifact, tmp_path):
     path = cnn_artifact.save(tmp_path / "cnn.onnx")
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+@pytest.mark.parametrize("opset", [11, 14, 17, 18])
+def test_an_explicit_opset_is_honoured(opset):
+    art = ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch", opset=opset)
+    assert art.opset == opset
+    assert art.validate().ok
+    if opset == 11:  # below what the dynamo exporter reaches (Relu): TorchScript gave it, and the notes say so
+        assert art.exporter == "torch.onnx (torchscript)"
+        assert any("not the requested 11" in note for note in art.export_notes)
+
+
+def test_an_opset_onnxruntime_cannot_run_is_refused():
+    with pytest.raises(ob.InputError, match=r"opset=5 is older than onnxruntime runs.*from 7 to"):
+        ob.export(models.mlp(), torch.randn(2, 8), opset=5)

@@ -86,6 +86,7 @@ class TorchAdapter:
                 with _inference(model), _captured(notes, attempt):
                     proto = _run_exporter(torch, attempt, model, grown, sample, out_names, axes, opset, request)
                 _finish(proto, sample, out_names, axes)
+                _check_opset(proto, request.opset)
             except Exception as err:  # noqa: BLE001 - every exporter failure is reported together
                 failures.append((attempt, err))
                 continue
@@ -358,6 +359,17 @@ def _run_exporter(
         **extra,
     )
     return onnx.load_from_string(buffer.getvalue())
+
+
+def _check_opset(proto: onnx.ModelProto, requested: int | None) -> None:
+    """Count an exporter that returns another opset than the one asked for as failed.
+
+    The dynamo exporter writes opset 18 at least and converts down only where it can; the next
+    exporter (TorchScript, opsets 7 to 17) is tried then.
+    """
+    produced = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if requested is not None and produced != requested:
+        raise ExportError(f"it produced opset {produced}, not the requested {requested}")
 
 
 def _torchscript_max_opset() -> int:
