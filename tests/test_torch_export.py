@@ -230,3 +230,18 @@ def test_an_explicit_opset_is_honoured(opset):
 def test_an_opset_onnxruntime_cannot_run_is_refused():
     with pytest.raises(ob.InputError, match=r"opset=5 is older than onnxruntime runs.*from 7 to"):
         ob.export(models.mlp(), torch.randn(2, 8), opset=5)
+
+
+def test_a_variant_the_source_model_refuses_is_skipped_not_failed():
+    # Like wav2vec2's first convolution (kernel 10 over the audio axis): one sample of audio is too short.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, kernel_size=10), torch.nn.ReLU()).eval()
+    art = ob.export(
+        model, torch.randn(2, 1, 16), dynamic_axes={"input": {0: "batch", 2: "time"}, "output": {0: "batch", 2: "t"}}
+    )
+    report = art.validate()
+    assert report.ok
+    assert len(report.skipped) == 1
+    assert report.skipped[0].startswith("[time=1]: the source model itself refuses these sizes")
+    assert "time=18" in {c.case for c in report.comparisons}  # the grown variant is still compared
+    assert "skipped [time=1]" in str(report)
