@@ -8,7 +8,7 @@ from typing import Any
 from onnxbridge._adapter import Exported, ExportRequest
 from onnxbridge._artifact import Artifact
 from onnxbridge._axes import DynamicAxesSpec
-from onnxbridge._errors import ExportError, InputError, UnsupportedModelError
+from onnxbridge._errors import ExportError, InputError, OnnxBridgeError, UnsupportedModelError
 from onnxbridge._registry import default_registry
 
 __all__ = ["export"]
@@ -65,13 +65,6 @@ def export(
             "holding it was assigned (a function that trains in place may return None)."
         )
     adapter = default_registry.get(framework) if framework else default_registry.find(model)
-    if framework and not adapter.accepts(model):
-        kind = f"{type(model).__module__}.{type(model).__qualname__}"
-        raise UnsupportedModelError(
-            f"framework={framework!r} was asked for, but its adapter does not convert a {kind}. Leave framework= "
-            f"out to detect the framework from the model, or pass the one it belongs to (supported: "
-            f"{', '.join(default_registry.frameworks())})."
-        )
     request = ExportRequest(
         sample=sample,
         dynamic_axes=dynamic_axes,
@@ -80,7 +73,19 @@ def export(
         opset=opset,
         options=adapter_options,
     )
-    exported = adapter.export(model, request)
+    try:
+        exported = adapter.export(model, request)
+    except OnnxBridgeError:
+        raise
+    except Exception as err:
+        if framework and not adapter.accepts(model):  # a forced adapter choking on a model it does not take
+            kind = f"{type(model).__module__}.{type(model).__qualname__}"
+            raise UnsupportedModelError(
+                f"framework={framework!r} was asked for, but its adapter does not convert a {kind} "
+                f"({type(err).__name__}: {err}). Leave framework= out to detect the framework from the model, or "
+                f"pass the one it belongs to (supported: {', '.join(default_registry.frameworks())})."
+            ) from err
+        raise
     if exported.model is None:  # a third-party adapter's bug, said plainly
         raise ExportError(f"The {adapter.framework!r} adapter returned no ONNX model.")
     if opset is not None:
