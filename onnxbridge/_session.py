@@ -142,14 +142,15 @@ class Session:
             inputs: A dict by input name, a list or tuple in input order, or a single
                 array for a single-input model. numpy arrays and torch tensors (CPU
                 tensors are shared, not copied) are accepted; a dtype of the same
-                kind (float64 for float32) is cast.
+                kind (float64 for float32) is cast when every value survives the cast.
 
         Returns:
             Outputs by name, as numpy arrays.
 
         Raises:
             InputError: A missing or unknown input, wrong rank, a fixed dimension that
-                differs, or a dtype of another kind.
+                differs, a dtype of another kind, or a value the cast would change (an
+                integer out of the input type's range, a float beyond its largest value).
             InferenceError: onnxruntime failed while running.
         """
         feeds = self._feeds(inputs)
