@@ -63,6 +63,7 @@ def search(
     tolerance = dict(tolerance or DEFAULT_TOLERANCE)
     size_before = _measure.model_size(parent)
     base_session = _measure.session(parent, threads=1)
+    expected = _measure.run_all(base_session, samples)  # every candidate is measured against these
     optimized: tuple[onnx.ModelProto, OptimizationReport] | None = None
     results: list[tuple[Candidate, Result | None]] = []
     for optimize_first, recipe in recipes(parent, samples, calibrated=calibrated):
@@ -73,9 +74,9 @@ def search(
                 if optimized is None:
                     optimized = _optimize.optimize(parent, [], "extended")
                 source = optimized[0]
-            result = run(source, recipe, samples, [], None, measure_latency=False)
-            if optimized is not None and optimize_first:  # measured against the real parent, not the optimized one
-                result.report.accuracy = _measure.measure(parent, result.model, samples)
+            # measured against the real parent's outputs, also when the optimized graph was quantized
+            result = run(source, recipe, samples, [], None, measure_latency=False, expected=expected)
+            if optimized is not None and optimize_first:
                 result.report.optimized = dict(optimized[1].fused)
             acc = result.report.accuracy
             cosines = [a.min_cosine for a in acc if a.min_cosine is not None]

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from onnxbridge._adapter import Feeds
 from onnxbridge._errors import InputError, OnnxBridgeError, QuantizationError
 from onnxbridge.quantize import _data, _measure, _passes, _sensitivity
@@ -180,8 +182,15 @@ def run(
     *,
     allow_slower: bool = False,
     measure_latency: bool = True,
+    expected: list[dict[str, np.ndarray]] | None = None,
 ) -> Result:
-    """Run ``recipe`` on ``parent``, protect what is sensitive, repair to ``tolerance``, measure."""
+    """Run ``recipe`` on ``parent``, protect what is sensitive, repair to ``tolerance``, measure.
+
+    ``expected`` are the outputs accuracy is measured against, one per sample (default: the
+    parent's, computed once here and reused by every measurement of this call).
+    """
+    if expected is None:
+        expected = _measure.run_all(parent, samples)
     protected: list[str] = []
     simulator, how = None, ""
     if isinstance(recipe, DynamicInt8) and recipe.protect:
@@ -199,12 +208,12 @@ def run(
         report.attempts.append(
             f"kept the {len(protected)} MatMul(s) whose int8 error hurt the outputs most {how}: {', '.join(protected)}"
         )
-    report.accuracy = _measure.measure(parent, model, samples)
+    report.accuracy = _measure.compare(expected, _measure.run_all(model, samples))
     report.passed = _measure.meets(report.accuracy, tolerance) if tolerance else None
     if tolerance and not report.passed:
         if simulator is None and isinstance(recipe, DynamicInt8):
             simulator = _simulator(parent, recipe, samples, exclude)
-        model, left = _repair(parent, recipe, [*exclude, *protected], samples, tolerance, report, simulator)
+        model, left = _repair(parent, recipe, [*exclude, *protected], samples, expected, tolerance, report, simulator)
     report.nodes_left_float = left
     report.size_after = _measure.model_size(model)
     source = getattr(recipe, "source", None)
@@ -271,6 +280,7 @@ def _repair(
     recipe: Recipe,
     exclude: list[str],
     samples: list[Feeds],
+    expected: list[dict[str, np.ndarray]],
     tolerance: Mapping[str, float],
     report: QuantizationReport,
     simulator: Int8Simulator | None = None,
@@ -281,14 +291,14 @@ def _repair(
     def only(name: str) -> onnx.ModelProto:
         return recipe(parent, [*exclude, *[c for c in candidates if c != name]])[0]
 
-    order = _sensitivity.rank(parent, samples, candidates, only, simulator)
+    order = _sensitivity.rank(expected, samples, candidates, only, simulator)
     # 1, 2, 4, ... most sensitive nodes out, and finally all but one (with every candidate out
     # nothing is quantized: not a success)
     steps = sorted({min(2**i, len(order) - 1) for i in range(len(order).bit_length())} - {0})
     for count in steps:
         kept = order[:count]
         model, left = recipe(parent, [*exclude, *kept])
-        report.accuracy = _measure.measure(parent, model, samples)
+        report.accuracy = _measure.compare(expected, _measure.run_all(model, samples))
         report.attempts.append(f"left the {count} most sensitive node(s) out: {_measure.summary(report.accuracy)}")
         if _measure.meets(report.accuracy, tolerance):
             report.passed = True

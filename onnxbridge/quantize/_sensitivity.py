@@ -10,8 +10,10 @@ later layers count more.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from onnxbridge._adapter import Feeds
 from onnxbridge.quantize import _measure
@@ -24,7 +26,7 @@ _MAX_SLOW = 48  # nodes measured by whole-model quantization at most
 
 
 def rank(
-    parent: onnx.ModelProto,
+    expected: Sequence[Mapping[str, np.ndarray]],
     samples: Sequence[Feeds],
     candidates: Sequence[str],
     quantize_only: Callable[[str], onnx.ModelProto],
@@ -34,12 +36,13 @@ def rank(
 
     A node's figure is the worst cosine shortfall (else max error) of the outputs with only that
     node in int8: from ``simulator`` for the MatMuls it covers, else from ``quantize_only(node)``
-    measured against ``parent``. The simulated nodes come first (their figures are not on the
+    measured against ``expected`` (the parent's outputs on ``samples``). The simulated nodes come first (their figures are not on the
     same scale as the measured ones); past 48 measured candidates, the rest keep graph order.
     """
     simulated = [n for _, n in simulator.ranked() if n in set(candidates)] if simulator else []
     rest = [c for c in candidates if c not in set(simulated)]
     measured = [
-        (_measure.score(_measure.measure(parent, quantize_only(name), samples)), name) for name in rest[:_MAX_SLOW]
+        (_measure.score(_measure.compare(expected, _measure.run_all(quantize_only(name), samples))), name)
+        for name in rest[:_MAX_SLOW]
     ]
     return simulated + [name for _, name in sorted(measured, reverse=True)] + rest[_MAX_SLOW:]
