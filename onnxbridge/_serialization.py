@@ -178,9 +178,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
 
 def model_bytes(model: onnx.ModelProto) -> int:
     """The model's size in bytes: serialized, or its tensors' bytes past protobuf's limit."""
-    if is_large(model):
-        return sum(len(t.raw_data) or t.ByteSize() for t in _tensors(model.graph))
-    return model.ByteSize()
+    stored = _stored_bytes(model)
+    return stored if stored > PROTOBUF_LIMIT else model.ByteSize()
 
 
 def is_large(model: onnx.ModelProto) -> bool:
@@ -189,8 +188,11 @@ def is_large(model: onnx.ModelProto) -> bool:
     With the upb protobuf backend, ``ByteSize()`` raises instead of answering past 2 GiB, so
     the tensors' bytes are summed instead.
     """
-    stored = sum(len(t.raw_data) or t.ByteSize() for t in _tensors(model.graph))
-    return stored > PROTOBUF_LIMIT
+    return _stored_bytes(model) > PROTOBUF_LIMIT
+
+
+def _stored_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) or t.ByteSize() for t in _tensors(model.graph))
 
 
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:

@@ -161,7 +161,8 @@ def test_int8_simulator_is_exact_with_gates_off_and_tracks_onnxruntime_with_gate
     assert sim.ranked()[0][0] > 0
 
 
-def test_a_tool_failing_inside_quantize_is_an_onnxbridge_error():
+def _custom_op_model():
+    """A MatMul followed by an operator of a domain onnxruntime does not know."""
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
@@ -172,10 +173,13 @@ def test_a_tool_failing_inside_quantize_is_an_onnxbridge_error():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
         [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")],
     )
-    model = helper.make_model(
+    return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]
     )
-    art = ob.export(model)
+
+
+def test_a_tool_failing_inside_quantize_is_an_onnxbridge_error():
+    art = ob.export(_custom_op_model())
     with pytest.raises(ob.OnnxBridgeError) as info:
         art.quantize("dynamic", calibration=np.ones((2, 4), np.float32))
     assert "Mystery" in str(info.value) or "example.custom" in str(info.value)
@@ -203,3 +207,8 @@ def test_protection_keeps_the_matmul_whose_input_has_an_outlier_channel_in_float
     q = art.quantize("dynamic", calibration=samples, allow_slower=True)
     assert q.quantization.settings["op_types"] == ["MatMul", "Attention", "LSTM"]
     assert "first (MatMul)" not in q.quantization.nodes_left_float  # not a transformer: no automatic protection
+
+
+def test_optimizing_a_model_onnxruntime_cannot_load_is_an_inference_error():
+    with pytest.raises(ob.InferenceError, match="could not load the model to optimize it"):
+        ob.export(_custom_op_model()).optimize("basic")

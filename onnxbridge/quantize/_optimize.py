@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxbridge._adapter import Feeds
-from onnxbridge._errors import InputError
+from onnxbridge._errors import InferenceError, InputError
 from onnxbridge.quantize import _measure, _passes
 from onnxbridge.quantize._types import OptimizationReport
 
@@ -90,7 +90,13 @@ def _onnxruntime_offline(model: onnx.ModelProto, level: str, report: Optimizatio
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "optimized.onnx"
         options.optimized_model_filepath = str(target)
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as err:
+            raise InferenceError(
+                f"onnxruntime could not load the model to optimize it: {str(err).strip().splitlines()[0]}. "
+                "Check it with art.validate() first."
+            ) from err
         result = onnx.load_model(str(target))
     report.steps.append(
         f"onnxruntime offline {level} optimizations: {len(model.graph.node)} -> {len(result.graph.node)} nodes"
