@@ -339,7 +339,8 @@ def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
             f"Input {name!r} of shape {value.shape} would need {value.size * dtype.itemsize / 2**30:.1f} GiB as "
             f"{dtype}, more than this machine can allocate. Pass fewer rows at a time."
         ) from err
-    if dtype.kind == "f" and dtype.itemsize < value.dtype.itemsize and value.size:
+    # float64 inputs are common (numpy's default): one pass in the usual case, where nothing is inf
+    if dtype.kind == "f" and dtype.itemsize < value.dtype.itemsize and value.size and np.isinf(cast).any():
         overflow = np.isinf(cast) & np.isfinite(value)
         if overflow.any():
             raise InputError(
