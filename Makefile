@@ -43,6 +43,7 @@ bench: venv web-runtime
 	$(PY) benchmarks/bench_tensorflow.py
 	$(PY) benchmarks/bench_sklearn.py
 	$(PY) benchmarks/bench_quantization.py
+	$(PY) benchmarks/bench_large_models.py
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) benchmarks/bench_web.py
 	$(PY) benchmarks/bench_engines.py
 

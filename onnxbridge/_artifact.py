@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge import _graph, _serialization, _validation
+from onnxbridge import _graph, _scratch, _serialization, _validation
 from onnxbridge._adapter import Exported, Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._errors import InputError, ValidationError
@@ -58,6 +57,7 @@ class Artifact:
         self._reference: ReferenceFn | None = exported.reference
         self._reference_outputs = exported.reference_outputs
         self._path = path
+        self._scratch: _scratch.ScratchCopy | None = None
         self.parent: Artifact | None = None
         self.quantization: QuantizationReport | None = None
         self.optimization: OptimizationReport | None = None
@@ -133,7 +133,7 @@ class Artifact:
         report = _validation.ValidationReport(
             rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol, facts=facts
         )
-        report.checks.append(_validation.check_structure(self.model))
+        report.checks.append(_validation.check_structure(self.model, self._model_file()))
         report.checks.append(_validation.check_symbolic_axes(self.model, self.dynamic_axes))
         dtypes = _graph.input_dtypes(self.model)
         extra = [as_feeds(s, self.input_names, f"samples[{i}]", dtypes) for i, s in enumerate(samples or [])]
@@ -363,12 +363,23 @@ class Artifact:
         Returns:
             A :class:`Session`; ``session.providers`` lists the providers really active.
         """
-        if _serialization.is_large(self.model):
-            if self._path is None:
-                self._path = Path(tempfile.mkdtemp(prefix="onnxbridge-")) / "model.onnx"
-                self.save(self._path, external_data=True)
-            return Session(str(self._path), providers, strict=strict, threads=threads, options=options)
-        return Session(self.model.SerializeToString(), providers, strict=strict, threads=threads, options=options)
+        return Session(self._model_file() or self.model, providers, strict=strict, threads=threads, options=options)
+
+    def _model_file(self) -> Path | None:
+        """A file holding this model for tools that take a path, or ``None`` when bytes will do.
+
+        Models with more than a few tens of MB of weights are read from a file: the one
+        they were loaded from, or a private scratch copy made once (weights streamed to
+        external data). Serializing them would cost a copy of every weight, and is
+        impossible past protobuf's 2 GiB.
+        """
+        if not _scratch.wants_file(self.model):
+            return None
+        if self._path is not None:
+            return self._path
+        if self._scratch is None or self._scratch.source is not self.model:
+            self._scratch = _scratch.ScratchCopy(self.model)
+        return self._scratch.path
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None, reference: bool = True) -> Path:

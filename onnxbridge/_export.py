@@ -118,7 +118,7 @@ def _honour_opset(exported: Exported, requested: int) -> None:
         if exported.sample is not None and exported.reference is not None:
             from onnxbridge._session import Session
 
-            session = Session(converted.SerializeToString(), ["cpu"])
+            session = Session(converted, ["cpu"])
             got = session.run({k: v for k, v in exported.sample.items() if k in session.input_names})
             want = exported.reference(exported.sample)
             for name, value in got.items():

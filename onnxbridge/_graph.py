@@ -48,6 +48,17 @@ def ranks(values: list[onnx.ValueInfoProto]) -> dict[str, int]:
     return out
 
 
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph``, those of its subgraphs (If, Loop, Scan bodies) included."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from all_nodes(sub)
+
+
 def rename_values(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
     """Rename values everywhere they appear in ``graph`` (subgraphs included)."""
     if not mapping:

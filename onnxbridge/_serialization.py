@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 PREFIX = "onnxbridge."
 PROTOBUF_LIMIT = 2**31 - 2**20  # stay a little under 2 GiB: metadata is added afterwards
+EXTERNAL_ALIGNMENT = 1 << 16  # external tensors start on 64 KiB boundaries: onnxruntime maps those
 REFERENCE_LIMIT = 1 << 20  # bytes of sample + outputs worth embedding in a model file
 
 
@@ -82,7 +83,7 @@ def _check_target(target: Path) -> None:
 # random characters (and ".onnxbridge-" plus 8 for releases before 0.2). A killed save leaves one.
 TEMP_PREFIX = ".onnxbridge-partial-"
 _TEMP_NAME = re.compile(r"^\.onnxbridge-(partial-[A-Za-z0-9_]+|[A-Za-z0-9_]{8})$")
-_PROCESS_START = time.time()  # when onnxbridge was imported into this process
+PROCESS_START = time.time()  # when onnxbridge was imported into this process
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -99,7 +100,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         try:
-            if not _TEMP_NAME.match(entry.name) or entry.lstat().st_mtime >= _PROCESS_START or entry.is_symlink():
+            if not _TEMP_NAME.match(entry.name) or entry.lstat().st_mtime >= PROCESS_START or entry.is_symlink():
                 continue
             if entry.is_dir():
                 shutil.rmtree(entry)
@@ -143,9 +144,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically; external data when asked or when too large."""
-    import onnx
+    """Write ``model`` to ``path`` atomically; external data when asked or when too large.
 
+    With external data, tensors are streamed one by one (through onnx-ir) into
+    ``<name>.data`` beside the file, aligned so onnxruntime can map them; ``model`` itself
+    is not modified and no serialized copy of all its weights is made.
+    """
     target = Path(path)
     _check_target(target)
     if external_data is None:
@@ -154,19 +158,17 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
         with atomic_write(target) as handle:
             handle.write(model.SerializeToString())
         return target
+    import onnx_ir as ir
+
     remove_stale_temporaries(target.parent)
     try:
         staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent))
     except OSError as err:
         raise _unwritable(target, err) from err
     try:
-        staged = staging / target.name
-        location = target.name + ".data"
-        onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=location)
-        # save_model moved the weights out of `model`; put them back so the caller's
-        # in-memory model stays whole.
-        onnx.load_external_data_for_model(model, str(staging))
-        if (staging / location).exists():  # tensors under 1 KiB stay inline; there may be none
+        staged, location = staging / target.name, target.name + ".data"
+        ir.save(ir.serde.deserialize_model(model), staged, external_data=location, alignment=EXTERNAL_ALIGNMENT)
+        if (staging / location).exists():  # tensors under 256 bytes stay inline; there may be none
             os.replace(staging / location, target.parent / location)
         os.replace(staged, target)
     except OSError as err:
@@ -178,7 +180,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
 
 def model_bytes(model: onnx.ModelProto) -> int:
     """The model's size in bytes: serialized, or its tensors' bytes past protobuf's limit."""
-    stored = _stored_bytes(model)
+    stored = stored_bytes(model)
     return stored if stored > PROTOBUF_LIMIT else model.ByteSize()
 
 
@@ -188,10 +190,10 @@ def is_large(model: onnx.ModelProto) -> bool:
     With the upb protobuf backend, ``ByteSize()`` raises instead of answering past 2 GiB, so
     the tensors' bytes are summed instead.
     """
-    return _stored_bytes(model) > PROTOBUF_LIMIT
+    return stored_bytes(model) > PROTOBUF_LIMIT
 
 
-def _stored_bytes(model: onnx.ModelProto) -> int:
+def stored_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) or t.ByteSize() for t in _tensors(model.graph))
 
 

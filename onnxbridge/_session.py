@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge import _providers
+from onnxbridge import _providers, _scratch
 from onnxbridge._errors import InferenceError, InputError, ProviderError
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["InputSpec", "ProviderFallbackWarning", "Session"]
 
@@ -61,11 +65,15 @@ class Session:
 
     Create one with :meth:`onnxbridge.Artifact.session`. Calling it is the same as
     :meth:`run`. Safe to call from several threads at once.
+
+    ``model`` is serialized bytes, a path, or an ``onnx.ModelProto``; a ModelProto with more
+    than 32 MB of weights is read from a scratch file (removed with the session) rather
+    than serialized.
     """
 
     def __init__(
         self,
-        model: bytes | str,
+        model: bytes | str | os.PathLike[str] | onnx.ModelProto,
         providers: Sequence[_providers.ProviderSpec] | str | None = None,
         *,
         strict: bool = False,
@@ -79,13 +87,22 @@ class Session:
             warnings.warn(
                 f"onnxbridge skipped execution provider {name}: {reason}.", ProviderFallbackWarning, stacklevel=3
             )
+        self._scratch: _scratch.ScratchCopy | None = None
+        if not isinstance(model, (bytes, str, os.PathLike)):  # a ModelProto
+            if _scratch.wants_file(model):  # read from a file: no serialized copy of every weight
+                self._scratch = _scratch.ScratchCopy(model)
+                model = self._scratch.path
+            else:
+                model = model.SerializeToString()
         so = options if options is not None else ort.SessionOptions()
         if threads is not None:
             if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
                 raise InputError(f"threads={threads!r}: expected a non-negative int (0 lets onnxruntime choose).")
             so.intra_op_num_threads = threads
         try:
-            self._session = ort.InferenceSession(model, sess_options=so, providers=plan.providers)
+            self._session = ort.InferenceSession(
+                os.fspath(model) if isinstance(model, os.PathLike) else model, sess_options=so, providers=plan.providers
+            )
         except Exception as err:
             raise InferenceError(
                 f"onnxruntime could not load the model: {_first_line(err)}. Check the model with "
@@ -333,7 +350,8 @@ def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
                 f"{info.max}); casting would wrap it silently. Pass values in that range."
             )
     try:
-        cast = value.astype(dtype)
+        with np.errstate(over="ignore"):  # overflow is reported below as an InputError, not a warning
+            cast = value.astype(dtype)
     except MemoryError as err:
         raise InputError(
             f"Input {name!r} of shape {value.shape} would need {value.size * dtype.itemsize / 2**30:.1f} GiB as "

@@ -7,6 +7,7 @@ collected before raising, so one run shows all of them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ import numpy as np
 
 from onnxbridge._adapter import Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes, axes_by_dim
+from onnxbridge._serialization import is_large
 
 if TYPE_CHECKING:
     import onnx
@@ -157,23 +159,19 @@ def _status(passed: bool | None) -> str:
     return {True: "pass", False: "FAIL", None: "skipped"}[passed]
 
 
-def check_structure(model: onnx.ModelProto) -> Check:
-    """``onnx.checker`` with full (strict) shape inference."""
+def check_structure(model: onnx.ModelProto, path: str | os.PathLike[str] | None = None) -> Check:
+    """``onnx.checker`` with full (strict) shape inference.
+
+    ``path``, a file holding ``model`` (weights as external data), is checked instead when
+    given: the checker then reads the graph without a serialized copy of every weight, and
+    models past protobuf's 2 GiB can be checked at all.
+    """
     import onnx
 
+    if path is None and is_large(model):
+        return Check("onnx.checker", False, "past protobuf's 2 GiB limit: check it from a file with external data")
     try:
-        from onnxbridge._serialization import is_large
-
-        if is_large(model):  # over protobuf's limit: check from a file
-            import tempfile
-            from pathlib import Path
-
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "model.onnx"
-                onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
-                onnx.checker.check_model(str(path), full_check=True)
-        else:
-            onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(str(path) if path is not None else model, full_check=True)
     except Exception as err:  # noqa: BLE001 - checker raises several unrelated types
         return Check("onnx.checker", False, f"{type(err).__name__}: {str(err).strip().splitlines()[0]}")
     return Check("onnx.checker", True, "model is well-formed; full shape inference succeeded")

@@ -118,3 +118,36 @@ def test_torch_tensors_of_every_kind_run_or_are_refused_with_input_error(float_s
         float_session.run({"x": torch.ones((2, 3), dtype=torch.complex64).conj()})
     with pytest.raises(ob.InputError, match="bfloat16"):
         float_session.run({"x": dense.to(torch.bfloat16)})
+
+
+_torch_kinds = st.sampled_from(
+    ["dense", "transposed", "expanded", "sliced", "sparse_coo", "sparse_csr", "grad", "meta"]
+)
+_torch_dtypes = st.sampled_from(["float32", "float64", "float16", "bfloat16", "int64", "complex64", "bool"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=_torch_kinds, dtype=_torch_dtypes, rows=st.integers(1, 4), form=_forms)
+def test_torch_tensors_run_correctly_or_raise_an_onnxbridge_error(float_session, kind, dtype, rows, form):
+    torch = pytest.importorskip("torch")
+    base = torch.from_numpy(np.random.default_rng(rows).uniform(-4, 4, size=(rows, 3))).to(getattr(torch, dtype))
+    x = {
+        "dense": lambda: base,
+        "transposed": lambda: base.T.contiguous().T,  # same values, column-major strides
+        "expanded": lambda: base[:1].expand(rows, 3),
+        "sliced": lambda: torch.repeat_interleave(base, 2, dim=1)[:, ::2],
+        "sparse_coo": lambda: base.to_sparse(),
+        "sparse_csr": lambda: base.to_sparse_csr(),
+        "grad": lambda: base.clone().requires_grad_(base.is_floating_point() or base.is_complex()),
+        "meta": lambda: base.to("meta"),
+    }[kind]()
+    inputs = {"dict": {"x": x}, "list": [x], "array": x}[form]
+    valid = dtype in ("float32", "float64", "float16") and kind != "meta"
+    if not valid:  # another kind of number, bfloat16 (numpy has none), or no data at all
+        with pytest.raises(ob.OnnxBridgeError):
+            float_session.run(inputs)
+        return
+    expected = (
+        x.detach().to_dense().double().numpy() + 1 if x.layout != torch.strided else x.detach().double().numpy() + 1
+    )
+    np.testing.assert_allclose(float_session.run(inputs)["y"], expected, rtol=1e-6, atol=1e-6)

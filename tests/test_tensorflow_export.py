@@ -245,3 +245,33 @@ def test_export_without_sample_uses_declared_inputs_and_says_parity_needs_sample
     assert parity.passed is None
     assert "no sample" in parity.detail
     assert art.validate(samples=[_x(3, 8)]).comparisons[0].passed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("application", ["EfficientNetB0", "ConvNeXtTiny"])
+def test_keras_applications_that_tf2onnx_alone_gets_wrong_export_and_validate(application):
+    # EfficientNet's Normalization constants must stay initializers, not become inputs;
+    # ConvNeXt needs Erfc (exact GELU) and its grouped convolutions run under XLA in Keras.
+    model = getattr(keras.applications, application)(weights=None, input_shape=(32, 32, 3))
+    sample = _x(2, 32, 32, 3) * 255
+    art = ob.export(model, sample, dynamic_axes="batch")
+    assert [i.name for i in art.model.graph.input] == art.input_names
+    assert len(art.input_names) == 1
+    ops = {n.op_type for n in art.model.graph.node}
+    assert "StatefulPartitionedCall" not in ops
+    assert "Erfc" not in ops
+    report = art.validate(samples=[_x(3, 32, 32, 3) * 255])
+    assert report.ok, report
+    if application == "ConvNeXtTiny":
+        assert "Erf" in ops
+        assert any(
+            n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+            for n in art.model.graph.node
+        )
+
+
+def test_erfc_converts_as_one_minus_erf():
+    fn = tf.function(lambda x: tf.math.erfc(x))
+    x = np.linspace(-3, 3, 13, dtype=np.float32)
+    art = ob.export(fn, x)
+    np.testing.assert_allclose(art.session().run(x)[art.output_names[0]], tf.math.erfc(x).numpy(), atol=1e-6)

@@ -419,10 +419,12 @@ def _convert(
         return source.invoke(list(args))
 
     function = tf.function(traced, input_signature=specs)
+    _let_xla_calls_inline(function.get_concrete_function(*specs))  # from_function reuses this trace
     large = options.get("large_model")
     if large is None:
         large = _weight_bytes(source) > _LARGE_MODEL_BYTES
     kwargs = dict(options.get("converter_kwargs", {}))
+    kwargs["custom_op_handlers"] = _MISSING_HANDLERS | dict(kwargs.get("custom_op_handlers") or {})
     messages: list[str] = []
     try:
         with _tf2onnx_compat(messages):
@@ -438,6 +440,7 @@ def _convert(
     if large:
         proto = _inline_external(onnx, proto, storage)
         notes.append("converted through tf2onnx's large-model (external data) path")
+    _captured_constants_to_initializers(tf, proto, function.get_concrete_function(*specs))
     ops = _unconverted_ops(proto)
     if ops:
         raise ExportError(
@@ -446,6 +449,82 @@ def _convert(
             "domain your runtime implements: converter_kwargs={'custom_ops': {'" + ops[0] + "': 'ai.onnx.contrib'}}."
         )
     return proto
+
+
+def _erfc(ctx: Any, node: Any, name: str, args: list[Any]) -> None:
+    """tf2onnx handler for ``Erfc`` as ``1 - Erf(x)`` (Keras's exact GELU; tf2onnx 1.17 has none).
+
+    ``1 - Erf(x)`` loses precision where ``erfc`` is tiny (x > ~4), which GELU multiplies
+    away; validation compares the result with TensorFlow's.
+    """
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    node.type = "Erf"
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
+    minus = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{name}_one_minus"))
+    ctx.replace_inputs(minus, [one.output[0], node.output[0]])
+    ctx.copy_shape(node.output[0], minus.output[0])
+    ctx.set_dtype(minus.output[0], ctx.get_dtype(node.output[0]))
+
+
+# TensorFlow operations tf2onnx does not convert, handled here (a caller's own handlers win).
+_MISSING_HANDLERS: dict[str, tuple[Any, list[Any]]] = {"Erfc": (_erfc, [])}
+
+
+def _let_xla_calls_inline(concrete: Any) -> None:
+    """Let grappler inline calls to XLA-compiled functions, so tf2onnx sees their operations.
+
+    Keras 3 on TensorFlow runs grouped convolutions (ConvNeXt's depthwise 7x7) inside a
+    ``tf.function(jit_compile=True)`` because TensorFlow's CPU kernel lacks them
+    (keras/src/backend/tensorflow/nn.py, ``conv``). Calls marked ``_XlaMustCompile`` are
+    never inlined, and tf2onnx 1.17 cannot convert a ``StatefulPartitionedCall``. The mark
+    only matters for running under TensorFlow; ONNX has grouped convolutions, which
+    tf2onnx produces from the inlined ``Conv2D``. Only the trace made for the export is
+    changed, never the user's model.
+    """
+    from tensorflow.core.framework import attr_value_pb2
+
+    for op in concrete.graph.get_operations():
+        if op.type not in ("StatefulPartitionedCall", "PartitionedCall"):
+            continue
+        try:
+            marked = op.get_attr("_XlaMustCompile")
+        except ValueError:
+            continue
+        if marked:
+            op._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))  # TF has no public setter
+
+
+def _captured_constants_to_initializers(tf: Any, proto: onnx.ModelProto, concrete: Any) -> None:
+    """Turn the constants the traced function captured back into initializers.
+
+    tf2onnx's ``from_function`` (1.17) lists every non-resource input of the concrete
+    function as a graph input, captured constants included: a Keras 3 ``Normalization``
+    layer's mean and variance (EfficientNet) became inputs that callers would have to feed,
+    although tf2onnx had folded them into constants and no node reads them. ``from_keras``
+    leaves captures out. Unread ones are dropped here; any still read become initializers
+    with the values read from the function.
+    """
+    from onnx import numpy_helper
+
+    captured = concrete.captured_inputs
+    placeholders = concrete.inputs[len(concrete.inputs) - len(captured) :]
+    values = {
+        p.name: np.asarray(v.numpy())
+        for p, v in zip(placeholders, captured, strict=True)
+        if v.dtype != tf.resource and hasattr(v, "numpy")
+    }
+    read = {name for node in _graph.all_nodes(proto.graph) for name in node.input}
+    kept = []
+    for value in proto.graph.input:
+        if value.name not in values:
+            kept.append(value)
+        elif value.name in read:
+            proto.graph.initializer.append(numpy_helper.from_array(values[value.name], value.name))
+    if len(kept) != len(proto.graph.input):
+        del proto.graph.input[:]
+        proto.graph.input.extend(kept)
 
 
 def _weight_bytes(source: _Source) -> int:

@@ -93,6 +93,7 @@ class DynamicInt8:
                 per_channel=self.per_channel,
                 weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=excluded,
+                use_external_data_format=_passes.is_large(prepared),
                 # Shape inference cannot type tensors behind contrib operators (optimized graphs);
                 # onnxruntime then needs the default type said outright.
                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},

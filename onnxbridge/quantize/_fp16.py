@@ -36,7 +36,14 @@ class Fp16:
         work = _passes.copy(model)
         del work.graph.value_info[:]
         _split_read_outputs(work)
-        converted = float16.convert_float_to_float16(work, keep_io_types=self.keep_io_types, node_block_list=block)
+        # Past protobuf's 2 GiB, onnx.shape_inference.infer_shapes cannot serialize the model;
+        # infer from a file instead and tell the converter its types are already there.
+        large = _passes.is_large(work)
+        if large:
+            work = _passes.infer_shapes_on_disk(work)
+        converted = float16.convert_float_to_float16(
+            work, keep_io_types=self.keep_io_types, node_block_list=block, disable_shape_infer=large
+        )
         return converted, block
 
 

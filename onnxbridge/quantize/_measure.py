@@ -24,7 +24,7 @@ def session(model: onnx.ModelProto, *, threads: int | None = None) -> Session:
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return Session(model.SerializeToString(), ["cpu"], threads=threads, options=options)
+    return Session(model, ["cpu"], threads=threads, options=options)
 
 
 def run_all(model: onnx.ModelProto | Session, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxbridge._serialization import is_large, save_model
+
 if TYPE_CHECKING:
     import onnx
 
@@ -53,10 +55,13 @@ def preprocess(model: onnx.ModelProto, *, gemm_to_matmul: bool) -> onnx.ModelPro
     try:
         with tempfile.TemporaryDirectory() as tmp, working_directory(tmp):
             source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-            onnx.save_model(work, str(source))
+            large = is_large(work)
+            save_model(work, source, external_data=large)
             for skip_symbolic in (False, True):  # large transformers need the symbolic pass skipped
                 try:
-                    quant_pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic)
+                    quant_pre_process(
+                        str(source), str(target), skip_symbolic_shape=skip_symbolic, save_as_external_data=large
+                    )
                     result = onnx.load_model(str(target))
                     break
                 except Exception:  # noqa: BLE001 - try the lighter pass, then none
@@ -89,13 +94,26 @@ def matching_nodes(model: onnx.ModelProto, names: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def on_disk(model: onnx.ModelProto) -> Iterator[tuple[str, str]]:
-    """``model`` saved in a temporary folder: yields (its path, a path for the result)."""
+    """``model`` saved in a temporary folder: yields (its path, a path for the result).
+
+    Past protobuf's 2 GiB the weights go to external data; tools writing the result must
+    then be asked for external data too (see :func:`needs_external_data`).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "float.onnx", Path(tmp) / "quantized.onnx"
+        save_model(model, source, external_data=is_large(model))
+        yield str(source), str(target)
+
+
+def infer_shapes_on_disk(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with inferred value types, through a file (works past protobuf's 2 GiB)."""
     import onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "float.onnx", Path(tmp) / "quantized.onnx"
-        onnx.save_model(model, str(source))
-        yield str(source), str(target)
+        source, target = Path(tmp) / "model.onnx", Path(tmp) / "inferred.onnx"
+        save_model(model, source, external_data=True)
+        onnx.shape_inference.infer_shapes_path(str(source), str(target))
+        return onnx.load_model(str(target))
 
 
 _CWD_LOCK = threading.Lock()

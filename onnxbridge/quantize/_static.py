@@ -70,6 +70,7 @@ class StaticQdq:
                 activation_type=q.QuantType.QUInt8,
                 weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=excluded,
+                use_external_data_format=_passes.is_large(prepared),
                 calibrate_method=getattr(q.CalibrationMethod, METHODS[self.method]),
             )
             quantized = onnx.load_model(target)
