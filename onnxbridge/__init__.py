@@ -11,14 +11,10 @@ when first needed.
 
 from __future__ import annotations
 
-# Adapters and the registry
-from onnxbridge._adapter import Adapter, Exported, ExportRequest
-
-# Entry points
-from onnxbridge._artifact import Artifact, load
-
-# Errors
-from onnxbridge._errors import (
+from onnxbridge._adapter import Adapter, Exported, ExportRequest  # writing adapters
+from onnxbridge._artifact import Artifact, load  # the exported model and loading one
+from onnxbridge._axes import DynamicAxesSpec  # what export(dynamic_axes=...) takes
+from onnxbridge._errors import (  # every failure is an OnnxBridgeError
     ExportError,
     InferenceError,
     InputError,
@@ -32,14 +28,13 @@ from onnxbridge._errors import (
     ValidationError,
     WebExportError,
 )
-from onnxbridge._export import export
-from onnxbridge._registry import register_adapter, supported_frameworks
-
-# Results
-from onnxbridge._session import InputSpec, ProviderFallbackWarning, Session
-from onnxbridge._validation import Check, OutputComparison, ValidationReport
+from onnxbridge._export import export  # the entry point
+from onnxbridge._providers import ProviderSpec  # what session(providers=...) takes
+from onnxbridge._registry import register_adapter, supported_frameworks  # the adapter registry
+from onnxbridge._session import InputSpec, ProviderFallbackWarning, Session  # running
+from onnxbridge._validation import Check, OutputComparison, ValidationReport  # validation results
 from onnxbridge._version import __version__
-from onnxbridge.quantize import (
+from onnxbridge.quantize import (  # quantization and optimization results
     Candidate,
     OptimizationReport,
     OutputAccuracy,
@@ -49,37 +44,44 @@ from onnxbridge.quantize import (
 )
 
 __all__ = [
-    "Adapter",
+    # Entry points
+    "export",
+    "load",
     "Artifact",
+    "Session",
+    "__version__",
+    # Arguments
+    "DynamicAxesSpec",
+    "ProviderSpec",
+    "QuantizationMode",
+    # Results and reports
     "Candidate",
     "Check",
-    "ExportError",
-    "ExportRequest",
-    "Exported",
-    "InferenceError",
-    "InputError",
     "InputSpec",
-    "MissingDependencyError",
-    "ModelFileError",
-    "OnnxBridgeError",
     "OptimizationReport",
     "OutputAccuracy",
     "OutputComparison",
+    "QuantizationReport",
+    "Reference",
+    "ValidationReport",
+    # Adapters and the registry
+    "Adapter",
+    "ExportRequest",
+    "Exported",
+    "register_adapter",
+    "supported_frameworks",
+    # Errors and warnings
+    "ExportError",
+    "InferenceError",
+    "InputError",
+    "MissingDependencyError",
+    "ModelFileError",
+    "OnnxBridgeError",
     "ProviderError",
     "ProviderFallbackWarning",
     "QuantizationError",
-    "QuantizationMode",
-    "QuantizationReport",
-    "Reference",
     "RegistrationError",
-    "Session",
     "UnsupportedModelError",
     "ValidationError",
-    "ValidationReport",
     "WebExportError",
-    "__version__",
-    "export",
-    "load",
-    "register_adapter",
-    "supported_frameworks",
 ]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge import _graph, _scratch, _serialization, _validation
+from onnxbridge import _describe, _graph, _scratch, _serialization, _validation
 from onnxbridge._adapter import Exported, Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._errors import InputError, ValidationError
@@ -288,10 +287,10 @@ class Artifact:
         return child
 
     def _derive(
-        self, model: onnx.ModelProto, properties: Mapping[str, str], source: Artifact | None = None
+        self, model: onnx.ModelProto, properties: Mapping[str, str], source: Reference | None = None
     ) -> Artifact:
-        """A child artifact; ``source`` replaces this one as ground truth (QAT's trained model)."""
-        truth = (source if source is not None else self).reference
+        """A child artifact; ``source`` replaces this one's reference as ground truth (QAT's trained model)."""
+        truth = source if source is not None else self.reference
         exported = Exported(
             model=model,
             framework=self.framework,
@@ -417,46 +416,6 @@ class Artifact:
         return _serialization.save_model(self.model, path, external_data=external_data)
 
 
-def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exported:
-    """The facts of an ONNX model, from onnxbridge's metadata where the file has it."""
-    meta = _serialization.get_metadata(model)
-    if "dynamic_axes" in meta:
-        axes = {n: {int(a): d for a, d in dims.items()} for n, dims in json.loads(meta["dynamic_axes"]).items()}
-    else:
-        axes = symbolic_axes(model)
-    reference_sample, reference_outputs = None, None
-    if "reference" in meta and sample is None:
-        reference_sample, reference_outputs = _serialization.decode_reference(meta["reference"])
-    return Exported(
-        model=model,
-        framework=meta.get("framework", "onnx"),
-        framework_version=meta.get("framework_version", "unknown"),
-        exporter=meta.get("exporter", model.producer_name or "unknown"),
-        dynamic_axes=axes,
-        sample=sample if sample is not None else reference_sample,
-        reference_outputs=reference_outputs,
-        notes=json.loads(meta.get("export_notes", "[]")),
-        properties=json.loads(meta.get("properties", "{}")),
-    )
-
-
-def symbolic_axes(model: onnx.ModelProto) -> DynamicAxes:
-    """The symbolic (or unknown) dimensions of a graph's inputs and outputs."""
-    axes: DynamicAxes = {}
-    for value in [*model.graph.input, *model.graph.output]:
-        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
-            continue
-        dims = {
-            axis: dim.dim_param or f"{value.name}_dim{axis}"
-            for axis, dim in enumerate(value.type.tensor_type.shape.dim)
-            if not dim.HasField("dim_value")
-        }
-        if dims:
-            axes[value.name] = dims
-    initializers = {i.name for i in model.graph.initializer}
-    return {k: v for k, v in axes.items() if k not in initializers}
-
-
 def load(path: str | os.PathLike[str]) -> Artifact:
     """Load an ``.onnx`` file as an :class:`Artifact`.
 
@@ -468,4 +427,4 @@ def load(path: str | os.PathLike[str]) -> Artifact:
             external data outside its folder.
     """
     source = Path(path)
-    return Artifact(describe_onnx(_serialization.load_model(source)), path=source)
+    return Artifact(_describe.describe_onnx(_serialization.load_model(source)), path=source)

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import onnxbridge as ob
+from onnxbridge._errors import first_line
 
 app = typer.Typer(
     name="onnxbridge",
@@ -50,7 +51,7 @@ def _main(
 def _fail(err: BaseException) -> typer.Exit:
     if _state["debug"]:
         raise err
-    print(f"error: {type(err).__name__}: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+    print(f"error: {type(err).__name__}: {first_line(err)}", file=sys.stderr)
     return typer.Exit(2)
 
 
@@ -64,17 +65,10 @@ def _load(path: Path) -> ob.Artifact:
 # -- inspect --------------------------------------------------------------------------------------
 def describe(art: ob.Artifact, path: Path) -> dict[str, Any]:
     """Everything ``inspect`` shows, as plain data."""
-    from onnx import helper
-
-    def tensor(value: Any) -> dict[str, Any]:
-        t = value.type.tensor_type
-        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "unknown"
-        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
-        return {"name": value.name, "dtype": "string" if dtype == "object" else dtype, "shape": shape}
+    from onnxbridge import _describe, _graph, _serialization
 
     model = art.model
     initializer_bytes = sum(len(i.raw_data) or i.ByteSize() for i in model.graph.initializer)
-    from onnxbridge import _graph, _serialization
 
     meta = _serialization.get_metadata(model)
     decoded = {}
@@ -87,8 +81,8 @@ def describe(art: ob.Artifact, path: Path) -> dict[str, Any]:
         "ir_version": model.ir_version,
         "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "inputs": [tensor(v) for v in _graph.inputs(model)],
-        "outputs": [tensor(v) for v in model.graph.output],
+        "inputs": [_describe.tensor_info(v) for v in _graph.inputs(model)],
+        "outputs": [_describe.tensor_info(v) for v in model.graph.output],
         "operators": dict(Counter(n.op_type for n in model.graph.node).most_common()),
         "initializers": len(model.graph.initializer),
         "initializer_bytes": initializer_bytes,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from onnxbridge._validation import ValidationReport
+    from onnxbridge.quantize._types import QuantizationReport
 
 __all__ = [
     "ExportError",
@@ -69,7 +70,7 @@ class ProviderError(OnnxBridgeError):
 class QuantizationError(OnnxBridgeError):
     """Quantization could not run, or could not meet the requested tolerance; ``.report`` says why."""
 
-    def __init__(self, message: str, report: object | None = None) -> None:
+    def __init__(self, message: str, report: QuantizationReport | None = None) -> None:
         super().__init__(message)
         self.report = report
 
@@ -84,3 +85,13 @@ class InferenceError(OnnxBridgeError, RuntimeError):
 
 class ModelFileError(OnnxBridgeError, ValueError):
     """A model file is missing, empty, truncated, not ONNX, or unsafe to load."""
+
+
+def first_line(error: BaseException | str, *, limit: int = 400) -> str:
+    """The first line of an exception's message (or of a text), cut at ``limit`` characters.
+
+    Tools' messages run to pages (stack dumps, graph listings); errors that teach quote the
+    line that says what went wrong. Empty when there is no message.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else ""

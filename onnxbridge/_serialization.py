@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from onnxbridge._adapter import Feeds
-from onnxbridge._errors import ModelFileError
+from onnxbridge._errors import ModelFileError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -226,7 +226,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         onnx.checker.check_model(str(source) if is_large(model) else model)
     except Exception as err:
         raise ModelFileError(
-            f"{str(source)!r} is damaged or not a valid ONNX model: {str(err).strip().splitlines()[0]}. "
+            f"{str(source)!r} is damaged or not a valid ONNX model: {first_line(err)}. "
             "If it was cut off while being written, re-save it; onnx.load() still opens it for inspection."
         ) from err
     return model

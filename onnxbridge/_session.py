@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxbridge import _providers, _scratch
-from onnxbridge._errors import InferenceError, InputError, ProviderError
+from onnxbridge._errors import InferenceError, InputError, ProviderError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -370,5 +370,4 @@ def _cast(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return first_line(err) or type(err).__name__

@@ -16,6 +16,7 @@ import numpy as np
 
 from onnxbridge._adapter import Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes, axes_by_dim
+from onnxbridge._errors import first_line
 from onnxbridge._serialization import is_large
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def check_structure(model: onnx.ModelProto, path: str | os.PathLike[str] | None 
     try:
         onnx.checker.check_model(str(path) if path is not None else model, full_check=True)
     except Exception as err:  # noqa: BLE001 - checker raises several unrelated types
-        return Check("onnx.checker", False, f"{type(err).__name__}: {str(err).strip().splitlines()[0]}")
+        return Check("onnx.checker", False, f"{type(err).__name__}: {first_line(err)}")
     return Check("onnx.checker", True, "model is well-formed; full shape inference succeeded")
 
 
@@ -279,7 +280,7 @@ def check_parity(
         try:
             expected = reference(feeds) if callable(reference) else reference[case]
         except Exception as err:  # noqa: BLE001 - report, keep checking other cases
-            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            reason = f"{type(err).__name__}: {first_line(err)}"
             if case in optional and skipped is not None:
                 skipped.append(f"[{case}]: the source model itself refuses these sizes ({reason})")
             else:
@@ -289,7 +290,7 @@ def check_parity(
         try:
             got = session.run({k: v for k, v in feeds.items() if k in session.input_names})
         except Exception as err:  # noqa: BLE001
-            errors.append(f"[{case}] onnxruntime failed: {str(err).splitlines()[0]}")
+            errors.append(f"[{case}] onnxruntime failed: {first_line(err)}")
             continue
         for name in session.output_names:
             if name not in expected:

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onnxbridge._describe import tensor_info
 from onnxbridge._errors import InputError, WebExportError
 
 if TYPE_CHECKING:
@@ -118,16 +119,9 @@ def _runtime(runtime: str) -> dict[str, Any]:
 
 
 def _describe(value: Any, preprocess: Mapping[str, Any] | None) -> dict[str, Any]:
-    from onnx import helper
-
-    tensor = value.type.tensor_type if value.type.HasField("tensor_type") else None
-    if tensor is None:
-        return {"name": value.name, "dtype": "non-tensor", "shape": [], "supported": False, "image": None}
-    dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
-    dtype = "string" if dtype == "object" else dtype
-    shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor.shape.dim]
-    info: dict[str, Any] = {"name": value.name, "dtype": dtype, "shape": shape, "supported": dtype in PAGE_DTYPES}
-    info["image"] = _image_layout(shape, dtype, preprocess)
+    info = tensor_info(value)
+    info["supported"] = info["dtype"] in PAGE_DTYPES
+    info["image"] = _image_layout(info["shape"], info["dtype"], preprocess) if info["supported"] else None
     return info
 
 

@@ -186,7 +186,7 @@ def test_a_tool_failing_inside_quantize_is_an_onnxbridge_error():
 
 
 def test_protection_keeps_the_matmul_whose_input_has_an_outlier_channel_in_float():
-    from onnxbridge.quantize import _quantize
+    from onnxbridge.quantize import _run
     from onnxbridge.quantize._simulate import Int8Simulator
 
     model = _matmul_model()
@@ -202,7 +202,7 @@ def test_protection_keeps_the_matmul_whose_input_has_an_outlier_channel_in_float
         samples.append({"x": x})
     sim = Int8Simulator(model, samples, ["first", "second"])
     assert [name for _, name in sim.ranked()] == ["first", "second"]
-    assert _quantize._protect(sim) == ["first"]
+    assert _run._protect(sim) == ["first"]
     art = ob.export(model)
     q = art.quantize("dynamic", calibration=samples, allow_slower=True)
     assert q.quantization.settings["op_types"] == ["MatMul", "Attention", "LSTM"]

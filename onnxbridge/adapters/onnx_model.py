@@ -9,8 +9,8 @@ from typing import Any
 
 from onnxbridge import _graph, _runtime
 from onnxbridge._adapter import Exported, ExportRequest
-from onnxbridge._artifact import describe_onnx
 from onnxbridge._axes import normalize_dynamic_axes
+from onnxbridge._describe import describe_onnx
 from onnxbridge._errors import ExportError, InputError
 from onnxbridge._serialization import load_model
 from onnxbridge._session import as_feeds

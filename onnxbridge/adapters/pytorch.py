@@ -32,7 +32,7 @@ from onnxbridge import _graph, _runtime
 from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes, axes_by_dim, normalize_dynamic_axes
 from onnxbridge._deps import require
-from onnxbridge._errors import ExportError, InputError
+from onnxbridge._errors import ExportError, InputError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -470,7 +470,7 @@ def _captured(notes: list[str], attempt: str) -> Iterator[None]:
     for warning in caught:
         if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             continue
-        text = str(warning.message).strip().splitlines()[0][:300]
+        text = first_line(str(warning.message), limit=300)
         if text.startswith("# The axis name"):  # dynamo noting that dims we named alike are alike
             continue
         if text not in seen:
@@ -483,7 +483,7 @@ def _summary(err: BaseException) -> str:
     match = re.search(r"Exception summary\s*\n\s*\n(.+)", text)
     if match:
         text = match.group(1)
-    return text.strip().splitlines()[0][:400] if text.strip() else type(err).__name__
+    return first_line(text) or type(err).__name__
 
 
 def _operators(failures: list[tuple[str, BaseException]]) -> list[str]:

@@ -28,7 +28,7 @@ from onnxbridge import _graph, _runtime
 from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._deps import require
-from onnxbridge._errors import ExportError, InputError, UnsupportedModelError
+from onnxbridge._errors import ExportError, InputError, UnsupportedModelError, first_line
 
 _OPTIONS = ("precision", "options")
 _PRECISIONS = {"float32": np.float32, "float64": np.float64}
@@ -260,7 +260,7 @@ def _convert(
                 continue
             raise ExportError(
                 f"skl2onnx could not convert this {type(model).__name__} (opsets {opsets}): {type(err).__name__}: "
-                f"{str(err).strip().splitlines()[0][:400] if str(err).strip() else ''}. Try another opset "
+                f"{first_line(err)}. Try another opset "
                 "(opset=...) or precision='float32'."
             ) from err
     _fix_double_trees(proto)

@@ -6,16 +6,13 @@ that to ``tf2onnx.convert.from_function``. That route works for Keras 3, where
 ``tf2onnx.convert.from_keras`` 1.17 fails on many models (``KeyError: 'keras_tensor_N'``),
 and it gives every kind of model the same input names, axes and checks.
 
-Workarounds for tf2onnx live in :func:`_tf2onnx_compat` and :func:`_unconverted_ops`.
+Workarounds for tf2onnx live in :func:`_tf2onnx_fixes.tf2onnx_compat` and :func:`_tf2onnx_fixes.unconverted_ops`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +24,9 @@ from onnxbridge import _graph, _runtime
 from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes, normalize_dynamic_axes
 from onnxbridge._deps import require
-from onnxbridge._errors import ExportError, InputError, ModelFileError, UnsupportedModelError
+from onnxbridge._errors import ExportError, InputError, ModelFileError, UnsupportedModelError, first_line
 from onnxbridge._session import to_numpy
+from onnxbridge.adapters import _tf2onnx_fixes
 
 if TYPE_CHECKING:
     import onnx
@@ -419,15 +417,15 @@ def _convert(
         return source.invoke(list(args))
 
     function = tf.function(traced, input_signature=specs)
-    _let_xla_calls_inline(function.get_concrete_function(*specs))  # from_function reuses this trace
+    _tf2onnx_fixes.let_xla_calls_inline(function.get_concrete_function(*specs))  # from_function reuses this trace
     large = options.get("large_model")
     if large is None:
         large = _weight_bytes(source) > _LARGE_MODEL_BYTES
     kwargs = dict(options.get("converter_kwargs", {}))
-    kwargs["custom_op_handlers"] = _MISSING_HANDLERS | dict(kwargs.get("custom_op_handlers") or {})
+    kwargs["custom_op_handlers"] = _tf2onnx_fixes.MISSING_HANDLERS | dict(kwargs.get("custom_op_handlers") or {})
     messages: list[str] = []
     try:
-        with _tf2onnx_compat(messages):
+        with _tf2onnx_fixes.tf2onnx_compat(messages):
             proto, storage = tf2onnx.convert.from_function(
                 function, input_signature=specs, opset=opset, large_model=bool(large), **kwargs
             )
@@ -435,13 +433,13 @@ def _convert(
         said = f" tf2onnx logged: {'; '.join(messages[:3])}." if messages else ""
         raise ExportError(
             f"tf2onnx could not convert the {source.kind} at opset {opset}: {type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}.{said} Try another opset (opset=...)."
+            f"{first_line(err)}.{said} Try another opset (opset=...)."
         ) from err
     if large:
-        proto = _inline_external(onnx, proto, storage)
+        proto = _tf2onnx_fixes.inline_external(onnx, proto, storage)
         notes.append("converted through tf2onnx's large-model (external data) path")
-    _captured_constants_to_initializers(tf, proto, function.get_concrete_function(*specs))
-    ops = _unconverted_ops(proto)
+    _tf2onnx_fixes.captured_constants_to_initializers(tf, proto, function.get_concrete_function(*specs))
+    ops = _tf2onnx_fixes.unconverted_ops(proto)
     if ops:
         raise ExportError(
             f"tf2onnx left TensorFlow operation(s) {', '.join(ops)} unconverted at opset {opset}: ONNX has no such "
@@ -451,82 +449,6 @@ def _convert(
     return proto
 
 
-def _erfc(ctx: Any, node: Any, name: str, args: list[Any]) -> None:
-    """tf2onnx handler for ``Erfc`` as ``1 - Erf(x)`` (Keras's exact GELU; tf2onnx 1.17 has none).
-
-    ``1 - Erf(x)`` loses precision where ``erfc`` is tiny (x > ~4), which GELU multiplies
-    away; validation compares the result with TensorFlow's.
-    """
-    from tf2onnx import utils
-
-    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
-    node.type = "Erf"
-    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
-    minus = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{name}_one_minus"))
-    ctx.replace_inputs(minus, [one.output[0], node.output[0]])
-    ctx.copy_shape(node.output[0], minus.output[0])
-    ctx.set_dtype(minus.output[0], ctx.get_dtype(node.output[0]))
-
-
-# TensorFlow operations tf2onnx does not convert, handled here (a caller's own handlers win).
-_MISSING_HANDLERS: dict[str, tuple[Any, list[Any]]] = {"Erfc": (_erfc, [])}
-
-
-def _let_xla_calls_inline(concrete: Any) -> None:
-    """Let grappler inline calls to XLA-compiled functions, so tf2onnx sees their operations.
-
-    Keras 3 on TensorFlow runs grouped convolutions (ConvNeXt's depthwise 7x7) inside a
-    ``tf.function(jit_compile=True)`` because TensorFlow's CPU kernel lacks them
-    (keras/src/backend/tensorflow/nn.py, ``conv``). Calls marked ``_XlaMustCompile`` are
-    never inlined, and tf2onnx 1.17 cannot convert a ``StatefulPartitionedCall``. The mark
-    only matters for running under TensorFlow; ONNX has grouped convolutions, which
-    tf2onnx produces from the inlined ``Conv2D``. Only the trace made for the export is
-    changed, never the user's model.
-    """
-    from tensorflow.core.framework import attr_value_pb2
-
-    for op in concrete.graph.get_operations():
-        if op.type not in ("StatefulPartitionedCall", "PartitionedCall"):
-            continue
-        try:
-            marked = op.get_attr("_XlaMustCompile")
-        except ValueError:
-            continue
-        if marked:
-            op._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))  # TF has no public setter
-
-
-def _captured_constants_to_initializers(tf: Any, proto: onnx.ModelProto, concrete: Any) -> None:
-    """Turn the constants the traced function captured back into initializers.
-
-    tf2onnx's ``from_function`` (1.17) lists every non-resource input of the concrete
-    function as a graph input, captured constants included: a Keras 3 ``Normalization``
-    layer's mean and variance (EfficientNet) became inputs that callers would have to feed,
-    although tf2onnx had folded them into constants and no node reads them. ``from_keras``
-    leaves captures out. Unread ones are dropped here; any still read become initializers
-    with the values read from the function.
-    """
-    from onnx import numpy_helper
-
-    captured = concrete.captured_inputs
-    placeholders = concrete.inputs[len(concrete.inputs) - len(captured) :]
-    values = {
-        p.name: np.asarray(v.numpy())
-        for p, v in zip(placeholders, captured, strict=True)
-        if v.dtype != tf.resource and hasattr(v, "numpy")
-    }
-    read = {name for node in _graph.all_nodes(proto.graph) for name in node.input}
-    kept = []
-    for value in proto.graph.input:
-        if value.name not in values:
-            kept.append(value)
-        elif value.name in read:
-            proto.graph.initializer.append(numpy_helper.from_array(values[value.name], value.name))
-    if len(kept) != len(proto.graph.input):
-        del proto.graph.input[:]
-        proto.graph.input.extend(kept)
-
-
 def _weight_bytes(source: _Source) -> int:
     total = 0
     for holder in source.keep_alive:
@@ -534,60 +456,6 @@ def _weight_bytes(source: _Source) -> int:
             dtype = np.dtype(getattr(variable.dtype, "name", variable.dtype))  # Keras 3 gives a str
             total += int(np.prod(variable.shape)) * dtype.itemsize
     return total
-
-
-@contextlib.contextmanager
-def _tf2onnx_compat(messages: list[str]) -> Iterator[None]:
-    """What tf2onnx 1.17 needs to run today, in one place.
-
-    * Its large-model path calls ``np.product``, removed in NumPy 2.0; provide the alias
-      for the duration of the call only.
-    * It logs every step at INFO/WARNING; keep that out of the user's console, but keep
-      its error lines (unsupported operations) for our own message.
-    """
-    added = not hasattr(np, "product")
-    if added:
-        np.product = np.prod  # type: ignore[attr-defined]
-    logger = logging.getLogger("tf2onnx")
-    level, propagate = logger.level, logger.propagate
-
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.ERROR:
-                messages.append(record.getMessage())
-
-    handler = _Keep()
-    logger.addHandler(handler)
-    logger.setLevel(logging.ERROR)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
-        if added:
-            del np.product  # type: ignore[attr-defined]
-
-
-def _inline_external(onnx: Any, proto: Any, storage: Any) -> Any:
-    """Load tf2onnx's external tensor storage into the model, so the Artifact holds it whole."""
-    if storage is None or not storage.name_to_tensor_data:
-        return proto
-    with tempfile.TemporaryDirectory() as tmp:
-        for location, data in storage.name_to_tensor_data.items():
-            (Path(tmp) / location).write_bytes(data)
-        onnx.load_external_data_for_model(proto, tmp)
-    return proto
-
-
-def _unconverted_ops(proto: Any) -> list[str]:
-    """Operators in standard domains that ONNX does not define (tf2onnx passes them through)."""
-    import onnx
-
-    standard = ("", "ai.onnx", "ai.onnx.ml")
-    unknown = [n.op_type for n in proto.graph.node if n.domain in standard and not onnx.defs.has(n.op_type, n.domain)]
-    return list(dict.fromkeys(unknown))
 
 
 def _finish(proto: Any, input_names: list[str], out_names: list[str], axes: DynamicAxes) -> None:

@@ -17,6 +17,7 @@ from onnxbridge.quantize import _measure, _optimize
 from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._fp16 import Fp16
 from onnxbridge.quantize._recipe import Recipe
+from onnxbridge.quantize._run import Result, looks_like_transformer, run
 from onnxbridge.quantize._static import StaticQdq
 from onnxbridge.quantize._types import Candidate, OptimizationReport, QuantizationMode, QuantizationReport
 from onnxbridge.quantize._weight_only import WeightOnly
@@ -24,15 +25,11 @@ from onnxbridge.quantize._weight_only import WeightOnly
 if TYPE_CHECKING:
     import onnx
 
-    from onnxbridge.quantize._quantize import Result
-
 DEFAULT_TOLERANCE = {"cosine": 0.99}
 
 
 def recipes(parent: onnx.ModelProto, samples: list[Feeds], *, calibrated: bool) -> list[tuple[bool, Recipe]]:
     """The candidates for ``parent``: (optimize first?, recipe)."""
-    from onnxbridge.quantize._quantize import looks_like_transformer
-
     out: list[tuple[bool, Recipe]] = [
         (False, DynamicInt8(per_channel=False)),
         (False, DynamicInt8(per_channel=True)),
@@ -58,8 +55,6 @@ def search(
     calibrated: bool,
 ) -> Result:
     """Measure every candidate; return the best that meets ``tolerance`` (default: min cosine 0.99)."""
-    from onnxbridge.quantize._quantize import run
-
     tolerance = dict(tolerance or DEFAULT_TOLERANCE)
     size_before = _measure.model_size(parent)
     base_session = _measure.session(parent, threads=1)

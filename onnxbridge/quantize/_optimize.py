@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxbridge._adapter import Feeds
-from onnxbridge._errors import InferenceError, InputError
+from onnxbridge._errors import InferenceError, InputError, first_line
 from onnxbridge.quantize import _measure, _passes
 from onnxbridge.quantize._types import OptimizationReport
 
@@ -94,7 +94,7 @@ def _onnxruntime_offline(model: onnx.ModelProto, level: str, report: Optimizatio
             ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as err:
             raise InferenceError(
-                f"onnxruntime could not load the model to optimize it: {str(err).strip().splitlines()[0]}. "
+                f"onnxruntime could not load the model to optimize it: {first_line(err)}. "
                 "Check it with art.validate() first."
             ) from err
         result = onnx.load_model(str(target))

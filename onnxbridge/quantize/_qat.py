@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge._errors import InputError, QuantizationError
+from onnxbridge.quantize._data import Reference
 from onnxbridge.quantize._passes import float_nodes, fold_weight_quantization, has_qdq
 from onnxbridge.quantize._types import QuantizationMode
 
@@ -77,7 +78,7 @@ class _TorchQat:
         self.artifact, self.model, self.sample, self.train = artifact, model, sample, train
         self._result: onnx.ModelProto | None = None
         self.fused: list[list[str]] = []
-        self.source: Artifact | None = None  # the trained fake-quant model, validate()'s ground truth
+        self.source: Reference | None = None  # the trained fake-quant model: validate()'s ground truth
 
     def settings(self, exclude: list[str]) -> dict[str, Any]:
         return {
@@ -100,7 +101,7 @@ class _TorchQat:
         import torch
         from torch.ao import quantization as tq
 
-        import onnxbridge
+        from onnxbridge._convert import convert
 
         qmodel = copy.deepcopy(self.model)
         activation = tq.FakeQuantize.with_args(
@@ -134,7 +135,7 @@ class _TorchQat:
         sample = inputs if self.sample.kwargs else tuple(inputs.values())
         if not self.sample.kwargs and len(inputs) == 1:
             sample = next(iter(inputs.values()))
-        exported = onnxbridge.export(
+        exported = convert(
             qmodel,
             sample,
             dynamic_axes={k: v for k, v in art.dynamic_axes.items()},
@@ -144,7 +145,9 @@ class _TorchQat:
             exporter="torchscript",
         )
         fold_weight_quantization(exported.model)
-        self.source = exported
+        self.source = Reference.of(
+            exported.sample, exported.reference, exported.reference_outputs, exported.dynamic_axes
+        )
         if not has_qdq(exported.model):
             raise QuantizationError(
                 "The QAT model exported without QuantizeLinear/DequantizeLinear nodes; the model may have no layers "

@@ -1,0 +1,74 @@
+"""What an ONNX model is, read from the graph and onnxbridge's metadata: one description for all.
+
+:func:`describe_onnx` gives the facts an :class:`~onnxbridge.Artifact` is built from (used by
+``load()`` and the ONNX adapter); :func:`tensor_info` describes one graph input or output
+for the command line's ``inspect`` and the browser page.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from onnxbridge import _serialization
+from onnxbridge._adapter import Exported, Feeds
+from onnxbridge._axes import DynamicAxes
+
+if TYPE_CHECKING:
+    import onnx
+
+
+def tensor_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
+    """``{"name", "dtype", "shape"}`` of a graph value; unknown dimensions are ``"?"``.
+
+    The dtype is numpy's name (``"string"`` for text); a non-tensor value has dtype
+    ``"non-tensor"`` and no shape.
+    """
+    from onnx import helper
+
+    if not value.type.HasField("tensor_type"):
+        return {"name": value.name, "dtype": "non-tensor", "shape": []}
+    tensor = value.type.tensor_type
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
+    shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor.shape.dim]
+    return {"name": value.name, "dtype": "string" if dtype == "object" else dtype, "shape": shape}
+
+
+def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exported:
+    """The facts of an ONNX model, from onnxbridge's metadata where the file has it."""
+    meta = _serialization.get_metadata(model)
+    if "dynamic_axes" in meta:
+        axes = {n: {int(a): d for a, d in dims.items()} for n, dims in json.loads(meta["dynamic_axes"]).items()}
+    else:
+        axes = symbolic_axes(model)
+    reference_sample, reference_outputs = None, None
+    if "reference" in meta and sample is None:
+        reference_sample, reference_outputs = _serialization.decode_reference(meta["reference"])
+    return Exported(
+        model=model,
+        framework=meta.get("framework", "onnx"),
+        framework_version=meta.get("framework_version", "unknown"),
+        exporter=meta.get("exporter", model.producer_name or "unknown"),
+        dynamic_axes=axes,
+        sample=sample if sample is not None else reference_sample,
+        reference_outputs=reference_outputs,
+        notes=json.loads(meta.get("export_notes", "[]")),
+        properties=json.loads(meta.get("properties", "{}")),
+    )
+
+
+def symbolic_axes(model: onnx.ModelProto) -> DynamicAxes:
+    """The symbolic (or unknown) dimensions of a graph's inputs and outputs."""
+    axes: DynamicAxes = {}
+    for value in [*model.graph.input, *model.graph.output]:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = {
+            axis: dim.dim_param or f"{value.name}_dim{axis}"
+            for axis, dim in enumerate(value.type.tensor_type.shape.dim)
+            if not dim.HasField("dim_value")
+        }
+        if dims:
+            axes[value.name] = dims
+    initializers = {i.name for i in model.graph.initializer}
+    return {k: v for k, v in axes.items() if k not in initializers}
