@@ -9,12 +9,13 @@ arrives; third-party adapters come from :func:`register_adapter` or from the
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from onnxbridge._adapter import Adapter
@@ -31,14 +32,33 @@ _HOW_TO_REGISTER = (
 
 @dataclass
 class _Entry:
+    """A registered adapter: an instance, or a ``"module:Class"`` imported on first use.
+
+    The class's own ``module_roots`` is the one source of truth for which models it is
+    tried on; reading it imports the adapter's module, which imports no framework.
+    """
+
     framework: str
-    module_roots: tuple[str, ...]
-    loader: Callable[[], Adapter]
+    target: str = ""
     _adapter: Adapter | None = None
+
+    @functools.cached_property
+    def adapter_class(self) -> type[Adapter]:
+        if self._adapter is not None:
+            return type(self._adapter)
+        module_name, _, attr = self.target.partition(":")
+        cls: type[Adapter] = getattr(importlib.import_module(module_name), attr)
+        return cls
+
+    @property
+    def module_roots(self) -> tuple[str, ...]:
+        if self._adapter is not None:
+            return tuple(self._adapter.module_roots)
+        return tuple(self.adapter_class.module_roots)
 
     def adapter(self) -> Adapter:
         if self._adapter is None:
-            self._adapter = self.loader()
+            self._adapter = self.adapter_class()
         return self._adapter
 
 
@@ -49,21 +69,16 @@ class Registry:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._entry_points_loaded = False
+        self._entry_points_lock = threading.Lock()  # one thread loads plug-ins; the others wait for it
 
     def register(self, adapter: Adapter, *, overwrite: bool = False) -> None:
         """Register an adapter instance. Refuses a taken framework name unless ``overwrite``."""
         _check_adapter(adapter)
-        self._add(_Entry(adapter.framework, tuple(adapter.module_roots), lambda: adapter, adapter), overwrite)
+        self._add(_Entry(adapter.framework, _adapter=adapter), overwrite)
 
-    def register_lazy(self, framework: str, module_roots: tuple[str, ...], target: str) -> None:
-        """Register an adapter by ``"package.module:ClassName"``, imported on first use."""
-        module_name, _, attr = target.partition(":")
-
-        def load() -> Adapter:
-            adapter: Adapter = getattr(importlib.import_module(module_name), attr)()
-            return adapter
-
-        self._add(_Entry(framework, module_roots, load), overwrite=False)
+    def register_lazy(self, framework: str, target: str) -> None:
+        """Register an adapter class by ``"package.module:ClassName"``, imported on first use."""
+        self._add(_Entry(framework, target), overwrite=False)
 
     def _add(self, entry: _Entry, overwrite: bool) -> None:
         with self._lock:
@@ -125,7 +140,12 @@ class Registry:
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
-        self._entry_points_loaded = True
+        with self._entry_points_lock:
+            if not self._entry_points_loaded:
+                self._load_entry_points_now()
+                self._entry_points_loaded = True
+
+    def _load_entry_points_now(self) -> None:
         for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 loaded = point.load()
@@ -162,18 +182,12 @@ def _check_adapter(adapter: object) -> None:
 
 
 default_registry = Registry()
-default_registry.register_lazy("onnx", ("onnx", "builtins", "pathlib"), "onnxbridge.adapters.onnx_model:OnnxAdapter")
-default_registry.register_lazy("torch", ("torch",), "onnxbridge.adapters.pytorch:TorchAdapter")
-default_registry.register_lazy(
-    "sklearn", ("sklearn", "lightgbm", "xgboost", "imblearn"), "onnxbridge.adapters.scikit_learn:SklearnAdapter"
-)
+default_registry.register_lazy("onnx", "onnxbridge.adapters.onnx_model:OnnxAdapter")
+default_registry.register_lazy("torch", "onnxbridge.adapters.pytorch:TorchAdapter")
+default_registry.register_lazy("sklearn", "onnxbridge.adapters.scikit_learn:SklearnAdapter")
 # Registered after torch so that it is tried first: a Keras 3 model on the torch backend is
 # also a torch.nn.Module, and the TensorFlow adapter explains which route to take.
-default_registry.register_lazy(
-    "tensorflow",
-    ("keras", "tf_keras", "tensorflow", "builtins", "pathlib"),
-    "onnxbridge.adapters.tensorflow:TensorFlowAdapter",
-)
+default_registry.register_lazy("tensorflow", "onnxbridge.adapters.tensorflow:TensorFlowAdapter")
 
 
 def register_adapter(adapter: Adapter, *, overwrite: bool = False) -> None:
