@@ -11,7 +11,8 @@ from onnxbridge import _describe, _graph, _scratch, _serialization, _validation
 from onnxbridge._adapter import Exported, Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._errors import InputError, ValidationError
-from onnxbridge._session import Session, as_feeds
+from onnxbridge._feeds import as_feeds
+from onnxbridge._session import Session
 from onnxbridge._version import __version__
 from onnxbridge.quantize._data import Reference
 from onnxbridge.quantize._types import VALIDATION_TOLERANCES, OptimizationReport, QuantizationMode, QuantizationReport

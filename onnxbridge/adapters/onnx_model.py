@@ -12,8 +12,8 @@ from onnxbridge._adapter import Exported, ExportRequest
 from onnxbridge._axes import normalize_dynamic_axes
 from onnxbridge._describe import describe_onnx
 from onnxbridge._errors import ExportError, InputError
+from onnxbridge._feeds import as_feeds
 from onnxbridge._serialization import load_model
-from onnxbridge._session import as_feeds
 
 
 class OnnxAdapter:

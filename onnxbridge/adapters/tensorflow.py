@@ -25,7 +25,7 @@ from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes, normalize_dynamic_axes
 from onnxbridge._deps import require
 from onnxbridge._errors import ExportError, InputError, ModelFileError, UnsupportedModelError, first_line
-from onnxbridge._session import to_numpy
+from onnxbridge._feeds import to_numpy
 from onnxbridge.adapters import _tf2onnx_fixes
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from onnxbridge import _graph, _validation
 from onnxbridge._adapter import Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._errors import InputError
-from onnxbridge._session import as_feeds
+from onnxbridge._feeds import as_feeds
 
 if TYPE_CHECKING:
     import onnx
