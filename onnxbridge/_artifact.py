@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge import _describe, _graph, _scratch, _serialization, _validation
-from onnxbridge._adapter import Exported, Feeds, ReferenceFn
+from onnxbridge._adapter import Exported, ReferenceFn
 from onnxbridge._axes import DynamicAxes
-from onnxbridge._errors import InputError, ValidationError
 from onnxbridge._feeds import as_feeds
 from onnxbridge._session import Session
 from onnxbridge._version import __version__
 from onnxbridge.quantize._data import Reference
-from onnxbridge.quantize._types import VALIDATION_TOLERANCES, OptimizationReport, QuantizationMode, QuantizationReport
+from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, QuantizationReport
 
 if TYPE_CHECKING:
     import onnx
@@ -125,68 +124,26 @@ class Artifact:
         Returns:
             The report; also kept as ``artifact.validation``.
         """
-        facts = dict(self.properties)
-        default_rtol, default_atol = 1e-3, 1e-5
-        if self.quantization is not None:
-            default_rtol, default_atol = VALIDATION_TOLERANCES.get(self.quantization.mode, (0.1, 0.1))
-            facts["tolerances"] = f"{self.quantization.mode.value} defaults"
-        report = _validation.ValidationReport(
-            rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol, facts=facts
-        )
-        report.checks.append(_validation.check_structure(self.model, self._model_file()))
-        report.checks.append(_validation.check_symbolic_axes(self.model, self.dynamic_axes))
         dtypes = _graph.input_dtypes(self.model)
         extra = [as_feeds(s, self.input_names, f"samples[{i}]", dtypes) for i, s in enumerate(samples or [])]
-        self._check_parity(report, extra)
+        report = _validation.validate(
+            self.model,
+            path=self._model_file(),
+            dynamic_axes=self.dynamic_axes,
+            sample=self._sample,
+            source=self._reference,
+            recorded=self._reference_outputs,
+            session=lambda: self.session(providers=["cpu"]),
+            samples=extra,
+            rtol=rtol,
+            atol=atol,
+            quantized=self.quantization.mode.value if self.quantization is not None else None,
+            facts=self.properties,
+        )
         self.validation = report
         if not report.ok and raise_on_failure:
-            lines = "\n  - ".join(report.failures)
-            raise ValidationError(
-                f"Validation of the {self.framework} export failed:\n  - {lines}\n{report}\n"
-                "Look at the failing cases above: a fixed axis means the exporter specialised a size "
-                "(re-export with that axis in dynamic_axes); value errors past tolerance mean the ONNX "
-                "model computes something else (try another opset, or for PyTorch the other exporter with "
-                "exporter='torchscript' or 'dynamo'). "
-                "Pass raise_on_failure=False to get the report without raising.",
-                report,
-            )
+            raise _validation.failure(report, self.framework)
         return report
-
-    def _check_parity(self, report: _validation.ValidationReport, extra: list[Feeds]) -> None:
-        if self._reference is None and extra:
-            raise InputError(
-                "validate(samples=...) needs the source model to compute expected outputs, and this artifact "
-                "has none (it was loaded from a file). Validate right after export, or drop samples=."
-            )
-        reference: ReferenceFn | Mapping[str, Feeds]
-        if self._reference is not None:
-            cases = _validation.variants(self._sample, self.dynamic_axes, list(self._sample)) if self._sample else []
-            cases += [(f"samples[{i}]", feeds) for i, feeds in enumerate(extra)]
-            reference = self._reference
-            why = "the export had no sample to compare on; pass validate(samples=[...])"
-        elif self._sample is not None and self._reference_outputs is not None:
-            cases, reference = [("recorded sample", self._sample)], {"recorded sample": self._reference_outputs}
-        else:
-            cases, reference = [], {}
-            why = "no source model and no recorded reference outputs"
-        if not cases:
-            report.checks.append(_validation.Check(_validation.PARITY, None, why))
-            return
-        try:
-            session = self.session(providers=["cpu"])
-        except Exception as err:  # noqa: BLE001 - an unloadable model is a validation failure
-            report.checks.append(
-                _validation.Check(_validation.PARITY, False, f"onnxruntime cannot load the model: {err}")
-            )
-            report.errors.append(str(err))
-            return
-        made_up = {case for case, _ in cases if case not in ("sample", "recorded sample") and "[" not in case}
-        check, comparisons, errors = _validation.check_parity(
-            session, cases, reference, report.rtol, report.atol, optional=made_up, skipped=report.skipped
-        )
-        report.checks.append(check)
-        report.comparisons.extend(comparisons)
-        report.errors.extend(errors)
 
     # -- quantization ---------------------------------------------------------------------
     def quantize(

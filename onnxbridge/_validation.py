@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxbridge._adapter import Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes, axes_by_dim
-from onnxbridge._errors import first_line
+from onnxbridge._errors import InputError, ValidationError, first_line
 from onnxbridge._serialization import is_large
 
 if TYPE_CHECKING:
@@ -304,3 +304,96 @@ def check_parity(
         return Check(PARITY, False, "; ".join(parts)), comparisons, errors
     detail = f"{len(comparisons)} output comparisons within tolerance over cases: {', '.join(case_names)}"
     return Check(PARITY, True, detail), comparisons, errors
+
+
+# Default (rtol, atol) for validate(): an export, or a quantized artifact by its mode. Quantized
+# outputs differ from the source by design; these bounds catch a broken graph, not int8 error
+# (quantize() measures that against the parent).
+TOLERANCES: dict[str | None, tuple[float, float]] = {
+    None: (1e-3, 1e-5),
+    "fp16": (1e-2, 1e-3),
+    "dynamic": (0.1, 0.1),
+    "static": (0.1, 0.1),
+    "qat": (0.1, 0.1),
+    "weight-only": (0.1, 0.1),
+}
+
+
+def validate(
+    model: onnx.ModelProto,
+    *,
+    path: str | os.PathLike[str] | None,
+    dynamic_axes: DynamicAxes,
+    sample: Feeds | None,
+    source: ReferenceFn | None,
+    recorded: Feeds | None,
+    session: Callable[[], Session],
+    samples: list[Feeds],
+    rtol: float | None = None,
+    atol: float | None = None,
+    quantized: str | None = None,
+    facts: Mapping[str, str] | None = None,
+) -> ValidationReport:
+    """Structure, symbolic axes and numeric parity of ``model``: the work of :meth:`Artifact.validate`.
+
+    Parity runs ``session()`` on the sample, its resized variants and ``samples`` against
+    ``source`` (the source framework), or on the sample alone against ``recorded`` outputs
+    when there is no source. ``quantized`` (a quantization mode) picks default tolerances.
+    """
+    facts = dict(facts or {})
+    default_rtol, default_atol = TOLERANCES.get(quantized, TOLERANCES["dynamic"])
+    if quantized is not None:
+        facts["tolerances"] = f"{quantized} defaults"
+    report = ValidationReport(
+        rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol, facts=facts
+    )
+    report.checks.append(check_structure(model, path))
+    report.checks.append(check_symbolic_axes(model, dynamic_axes))
+    if source is None and samples:
+        raise InputError(
+            "validate(samples=...) needs the source model to compute expected outputs, and this artifact "
+            "has none (it was loaded from a file). Validate right after export, or drop samples=."
+        )
+    reference: ReferenceFn | Mapping[str, Feeds]
+    if source is not None:
+        names = list(sample) if sample else []
+        cases = variants(sample, dynamic_axes, names) if sample else []
+        cases += [(f"samples[{i}]", feeds) for i, feeds in enumerate(samples)]
+        reference = source
+        why = "the export had no sample to compare on; pass validate(samples=[...])"
+    elif sample is not None and recorded is not None:
+        cases, reference = [("recorded sample", sample)], {"recorded sample": recorded}
+    else:
+        cases, reference = [], {}
+        why = "no source model and no recorded reference outputs"
+    if not cases:
+        report.checks.append(Check(PARITY, None, why))
+        return report
+    try:
+        runner = session()
+    except Exception as err:  # noqa: BLE001 - an unloadable model is a validation failure
+        report.checks.append(Check(PARITY, False, f"onnxruntime cannot load the model: {err}"))
+        report.errors.append(str(err))
+        return report
+    made_up = {case for case, _ in cases if case not in ("sample", "recorded sample") and "[" not in case}
+    check, comparisons, errors = check_parity(
+        runner, cases, reference, report.rtol, report.atol, optional=made_up, skipped=report.skipped
+    )
+    report.checks.append(check)
+    report.comparisons.extend(comparisons)
+    report.errors.extend(errors)
+    return report
+
+
+def failure(report: ValidationReport, framework: str) -> ValidationError:
+    """The error :meth:`Artifact.validate` raises for a failed ``report``: every failure, then what to try."""
+    lines = "\n  - ".join(report.failures)
+    return ValidationError(
+        f"Validation of the {framework} export failed:\n  - {lines}\n{report}\n"
+        "Look at the failing cases above: a fixed axis means the exporter specialised a size "
+        "(re-export with that axis in dynamic_axes); value errors past tolerance mean the ONNX "
+        "model computes something else (try another opset, or for PyTorch the other exporter with "
+        "exporter='torchscript' or 'dynamo'). "
+        "Pass raise_on_failure=False to get the report without raising.",
+        report,
+    )

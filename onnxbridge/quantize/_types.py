@@ -30,14 +30,6 @@ class QuantizationMode(str, enum.Enum):
 
 
 TOLERANCE_KEYS = ("cosine", "mean_cosine", "top1", "max_abs")
-# Default validation tolerances of a quantized artifact (its parent's are rtol=1e-3, atol=1e-5).
-VALIDATION_TOLERANCES = {
-    QuantizationMode.FP16: (1e-2, 1e-3),
-    QuantizationMode.DYNAMIC: (0.1, 0.1),
-    QuantizationMode.STATIC: (0.1, 0.1),
-    QuantizationMode.QAT: (0.1, 0.1),
-    QuantizationMode.WEIGHT_ONLY: (0.1, 0.1),
-}
 
 
 def check_tolerance(tolerance: Mapping[str, float] | None) -> dict[str, float] | None:
