@@ -67,10 +67,11 @@ def normalize_dynamic_axes(
 
 
 def _normalize_one(name: str, axes: object, rank: int) -> dict[int, str]:
+    pairs: list[tuple[object, object]]
     if isinstance(axes, Mapping):
         pairs = list(axes.items())
     elif isinstance(axes, Sequence) and not isinstance(axes, str):
-        pairs = [(axis, f"{name}_dim{axis}") for axis in axes]
+        pairs = [(axis, None) for axis in axes]  # named after the axis, once it is known to be valid
     else:
         raise InputError(
             f"dynamic_axes[{name!r}] must map axes to names ({{0: 'batch'}}) or list axes ([0]); got {axes!r}."
@@ -79,13 +80,15 @@ def _normalize_one(name: str, axes: object, rank: int) -> dict[int, str]:
     for axis, dim in pairs:
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise InputError(f"dynamic_axes[{name!r}] has axis {axis!r}; axes must be integers.")
-        if not isinstance(dim, str) or not dim:
-            raise InputError(f"dynamic_axes[{name!r}][{axis}] is {dim!r}; dimension names must be non-empty strings.")
         if not -rank <= axis < rank:
             raise InputError(
                 f"dynamic_axes[{name!r}] marks axis {axis}, but {name!r} has rank {rank} "
                 f"(valid axes: 0..{rank - 1}, or negative from the end). Fix the axis number."
             )
+        if dim is None:
+            dim = f"{name}_dim{axis % rank}"
+        if not isinstance(dim, str) or not dim:
+            raise InputError(f"dynamic_axes[{name!r}][{axis}] is {dim!r}; dimension names must be non-empty strings.")
         out[axis % rank] = dim
     return out
 
