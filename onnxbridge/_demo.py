@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -19,6 +18,8 @@ import numpy as np
 
 from onnxbridge._deps import require
 from onnxbridge._errors import MissingDependencyError
+from onnxbridge._tables import text_table
+from onnxbridge._timing import compare
 
 
 def _train_cnn(torch: Any, x: np.ndarray, y: np.ndarray, epochs: int = 8) -> Any:
@@ -49,17 +50,7 @@ def _train_cnn(torch: Any, x: np.ndarray, y: np.ndarray, epochs: int = 8) -> Any
 
 def _median_ratio(slow: Callable[[], object], fast: Callable[[], object], rounds: int = 15, calls: int = 50) -> float:
     """Median over interleaved rounds of time(slow) / time(fast)."""
-    ratios = []
-    for _ in range(rounds):
-        times = []
-        for fn in (slow, fast):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times.append(time.perf_counter() - start)
-            time.sleep(0.005)  # let worker threads stop spinning before the other side runs
-        ratios.append(times[0] / times[1])
-    return statistics.median(ratios)
+    return compare(slow, fast, rounds=rounds, calls=calls, pause=0.005).ratio
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -240,10 +231,8 @@ def main() -> None:
         except MissingDependencyError as err:
             print(f"\n(skipped {part.__name__.strip('_')}: {err})")
     header = ["model", "source accuracy", "onnxruntime accuracy", "same predictions", "speed / size"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print("\n== Summary (held-out digits) ==")
-    for row in [header, *rows]:
-        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print("\n".join(text_table(header, rows)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from onnxbridge._adapter import Feeds, ReferenceFn
 from onnxbridge._axes import DynamicAxes, axes_by_dim
 from onnxbridge._errors import InputError, ValidationError, first_line
 from onnxbridge._serialization import is_large
+from onnxbridge._tables import text_table
 
 if TYPE_CHECKING:
     import onnx
@@ -145,9 +146,7 @@ class ValidationReport:
                 )
                 for c in self.comparisons
             ]
-            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-            for row in [header, *rows]:
-                lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+            lines += text_table(header, rows)
         lines += [f"  skipped {case}" for case in self.skipped]
         return "\n".join(lines)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxbridge import _timing
 from onnxbridge._adapter import Feeds
 from onnxbridge._errors import OnnxBridgeError
 from onnxbridge._session import Session
@@ -137,18 +137,15 @@ def latency_ratio(
     except OnnxBridgeError:
         return None
     calls = max(1, min(50, round(0.02 / max(one, 1e-6))))
-    ratios = []
-    for i in range(rounds):
-        times = [0.0, 0.0]
-        for j in (0, 1) if i % 2 == 0 else (1, 0):
-            s, f = sessions[j], inputs[j]
-            t = time.perf_counter()
-            for _ in range(calls):
-                s.run(f)
-            times[j] = time.perf_counter() - t
-            time.sleep(0.005)
-        ratios.append(times[1] / times[0])
-    return statistics.median(ratios)
+    (parent_session, child_session), (parent_feeds, child_feeds) = sessions, inputs
+    return _timing.compare(
+        lambda: child_session.run(child_feeds),
+        lambda: parent_session.run(parent_feeds),
+        rounds=rounds,
+        calls=calls,
+        warmup=0,
+        pause=0.005,
+    ).ratio
 
 
 def model_size(model: onnx.ModelProto) -> int:

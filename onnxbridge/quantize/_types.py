@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from onnxbridge._errors import InputError
+from onnxbridge._tables import text_table
 
 __all__ = [
     "Candidate",
@@ -109,12 +110,6 @@ class Candidate:
 
 
 CANDIDATE_HEADER = ["recipe", "min cosine", "top-1", "max abs err", "size", "latency", "meets tolerance"]
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
-    """Fixed-width text table lines."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""Interleaved A/B timing: medians over rounds, measured side by side in one process.
+
+Absolute times on a shared machine mean little; the ratio of two things timed in alternating
+blocks does. Used by quantization's latency ratios, the demo and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Comparison", "compare"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-call medians of two callables and the median of their per-round ratio."""
+
+    a_seconds: float
+    b_seconds: float
+    ratio: float  # median over rounds of time(a) / time(b)
+
+
+def compare(
+    a: Callable[[], object],
+    b: Callable[[], object],
+    *,
+    rounds: int = 21,
+    calls: int = 200,
+    warmup: int | None = None,
+    pause: float = 0.01,
+) -> Comparison:
+    """Time ``a`` and ``b`` in alternating blocks of ``calls`` calls, ``rounds`` times.
+
+    Who goes first alternates between rounds, and each block is followed by ``pause``
+    seconds so that onnxruntime's (and OpenMP's) worker threads stop spinning before the
+    other side runs. ``warmup`` calls of each first (default: a tenth of ``calls``, at least 3).
+    """
+    for fn in (a, b):
+        for _ in range(max(3, calls // 10) if warmup is None else warmup):
+            fn()
+    a_times, b_times, ratios = [], [], []
+    for i in range(rounds):
+        spent = [0.0, 0.0]
+        for j in (0, 1) if i % 2 == 0 else (1, 0):
+            fn = (a, b)[j]
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            spent[j] = (time.perf_counter() - start) / calls
+            time.sleep(pause)
+        a_times.append(spent[0])
+        b_times.append(spent[1])
+        ratios.append(spent[0] / spent[1])
+    return Comparison(statistics.median(a_times), statistics.median(b_times), statistics.median(ratios))

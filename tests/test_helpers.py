@@ -1,0 +1,32 @@
+"""The package's small shared helpers: tables, interleaved timing, first lines of errors."""
+
+from __future__ import annotations
+
+from onnxbridge._errors import first_line
+from onnxbridge._tables import markdown_table, text_table
+from onnxbridge._timing import compare
+
+
+def test_text_table_aligns_columns_and_trims_trailing_space():
+    assert text_table(["a", "long header"], [["xyz", "1"], ["q", "22"]]) == [
+        "  a    long header",
+        "  xyz  1",
+        "  q    22",
+    ]
+
+
+def test_markdown_table_has_a_rule_under_the_header():
+    assert markdown_table(["k", "v"], [["one", 1]]).splitlines() == ["| k   | v |", "|-----|---|", "| one | 1 |"]
+
+
+def test_compare_reports_the_slower_side_as_a_ratio_above_one():
+    slow, fast = (lambda: sum(range(20_000))), (lambda: None)
+    result = compare(slow, fast, rounds=3, calls=20, pause=0)
+    assert result.ratio > 5
+    assert result.a_seconds > result.b_seconds
+
+
+def test_first_line_keeps_the_first_non_empty_line_within_the_limit():
+    assert first_line(ValueError("\n  boom: x\nstack...")) == "boom: x"
+    assert first_line(RuntimeError("")) == ""
+    assert first_line("a" * 50, limit=10) == "a" * 10
