@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxbridge import _dtypes
 from onnxbridge._errors import InputError
 
 if TYPE_CHECKING:
@@ -92,9 +93,8 @@ def _as_tuple(columns: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _np_dtype(elem_type: int) -> Any:
-    from onnx import helper
-
-    return helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else np.float32
+    dtype = _dtypes.from_onnx(elem_type)
+    return dtype if dtype is not None else np.dtype(np.float32)  # a dtype's truth is its field count
 
 
 def feeds(plan: Plan, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge import _serialization
+from onnxbridge import _dtypes, _graph, _serialization
 from onnxbridge._adapter import Exported, Feeds
 from onnxbridge._axes import DynamicAxes
 
@@ -24,14 +24,11 @@ def tensor_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
     The dtype is numpy's name (``"string"`` for text); a non-tensor value has dtype
     ``"non-tensor"`` and no shape.
     """
-    from onnx import helper
-
     if not value.type.HasField("tensor_type"):
         return {"name": value.name, "dtype": "non-tensor", "shape": []}
     tensor = value.type.tensor_type
-    dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
     shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor.shape.dim]
-    return {"name": value.name, "dtype": "string" if dtype == "object" else dtype, "shape": shape}
+    return {"name": value.name, "dtype": _dtypes.display_name(_graph.value_dtype(value)), "shape": shape}
 
 
 def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exported:

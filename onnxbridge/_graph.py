@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxbridge import _dtypes
 from onnxbridge._axes import DynamicAxes
 
 if TYPE_CHECKING:
@@ -27,16 +28,12 @@ def signature(model: onnx.ModelProto) -> Iterator[onnx.ValueInfoProto]:
 
 def input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype[Any] | None]:
     """Numpy dtype of each tensor input (``None`` for non-tensor or unmapped types)."""
-    from onnx import helper
+    return {value.name: value_dtype(value) for value in inputs(model)}
 
-    out: dict[str, np.dtype[Any] | None] = {}
-    for value in inputs(model):
-        elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
-        try:
-            out[value.name] = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else None
-        except (KeyError, TypeError):
-            out[value.name] = None
-    return out
+
+def value_dtype(value: onnx.ValueInfoProto) -> np.dtype[Any] | None:
+    """Numpy dtype of a graph value (``None`` for non-tensor values or types numpy lacks)."""
+    return _dtypes.from_onnx(value.type.tensor_type.elem_type) if value.type.HasField("tensor_type") else None
 
 
 def ranks(values: list[onnx.ValueInfoProto]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge import _feeds, _providers, _scratch
+from onnxbridge import _dtypes, _feeds, _providers, _scratch
 from onnxbridge._errors import InferenceError, InputError, ProviderError, first_line
 
 if TYPE_CHECKING:
@@ -21,23 +21,6 @@ __all__ = ["InputSpec", "ProviderFallbackWarning", "Session"]
 
 class ProviderFallbackWarning(UserWarning):
     """A requested execution provider was skipped and the session fell back."""
-
-
-_ORT_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int8)": np.int8,
-    "tensor(int16)": np.int16,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(uint8)": np.uint8,
-    "tensor(uint16)": np.uint16,
-    "tensor(uint32)": np.uint32,
-    "tensor(uint64)": np.uint64,
-    "tensor(bool)": np.bool_,
-    "tensor(string)": np.object_,
-}
 
 
 @dataclass(frozen=True)
@@ -128,7 +111,7 @@ class Session:
         self.inputs: tuple[InputSpec, ...] = tuple(
             InputSpec(
                 i.name,
-                np.dtype(_ORT_TYPES[i.type]) if i.type in _ORT_TYPES else None,
+                _dtypes.from_ort(i.type),
                 tuple(d if isinstance(d, (int, str)) else None for d in i.shape),
             )
             for i in self._session.get_inputs()

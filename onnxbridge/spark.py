@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge import _batch
+from onnxbridge import _batch, _graph
 from onnxbridge._artifact import Artifact
 from onnxbridge._deps import require
 from onnxbridge._errors import InputError
@@ -143,11 +143,9 @@ def _return_type(pyspark: Any, artifact: Artifact) -> Any:
     from pyspark.sql import types
 
     def spark_type(value: Any) -> Any:
-        from onnx import helper
-
         t = value.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
-        scalar = getattr(types, _SPARK_TYPES.get(dtype, "DoubleType"))()
+        dtype = _graph.value_dtype(value)
+        scalar = getattr(types, _SPARK_TYPES.get(dtype.name if dtype is not None else "", "DoubleType"))()
         per_row = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim][1:]
         return scalar if not per_row or per_row == [1] else types.ArrayType(scalar)
 

@@ -30,3 +30,18 @@ def test_first_line_keeps_the_first_non_empty_line_within_the_limit():
     assert first_line(ValueError("\n  boom: x\nstack...")) == "boom: x"
     assert first_line(RuntimeError("")) == ""
     assert first_line("a" * 50, limit=10) == "a" * 10
+
+
+def test_dtype_names_agree_between_onnx_onnxruntime_and_numpy():
+    import numpy as np
+    from onnx import TensorProto
+
+    from onnxbridge._dtypes import display_name, from_onnx, from_ort
+
+    assert from_ort("tensor(float)") == from_onnx(TensorProto.FLOAT) == np.float32
+    assert from_ort("tensor(int64)") == np.int64
+    assert display_name(from_ort("tensor(string)")) == "string"
+    assert from_ort("tensor(bfloat16)") is None  # numpy has no bfloat16; users' arrays are never one
+    assert from_ort("seq(tensor(float))") is None
+    assert from_onnx(0) is None
+    assert display_name(None) == "unknown"
