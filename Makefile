@@ -10,7 +10,14 @@ ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)"/\1/p' onnxbridg
 ORT_WEB := $(VENV)/web/node_modules/onnxruntime-web/dist
 EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,ray,spark,dev
 
-.PHONY: venv web-runtime demo test lint docs dist bench clean
+# The promise "pip install onnxbridge works without any framework", tested: these run in a second
+# venv with only the core dependencies (plus pytest and hypothesis), next to VENV.
+CORE_VENV ?= $(VENV)-core
+CORE_TESTS := tests/test_import.py tests/test_helpers.py tests/test_axes_and_providers.py \
+	tests/test_architecture.py tests/test_validation.py tests/test_files.py tests/test_session.py \
+	tests/test_session_inputs.py tests/test_registry.py
+
+.PHONY: venv web-runtime demo test test-core lint docs dist bench clean
 
 venv:
 	python3 scripts/ensure_venv.py $(VENV) $(EXTRAS)
@@ -35,7 +42,11 @@ web-runtime: venv
 	@test -f $(ORT_WEB)/ort.wasm.min.mjs && grep -q '"version": "$(ORT_WEB_VERSION)"' $(ORT_WEB)/../package.json \
 		|| npm install --prefix $(VENV)/web --no-audit --no-fund --silent onnxruntime-web@$(ORT_WEB_VERSION)
 
-test: lint docs dist web-runtime
+test-core:
+	python3 scripts/ensure_venv.py $(CORE_VENV) test
+	$(CORE_VENV)/bin/python -m pytest -p no:cacheprovider $(CORE_TESTS)
+
+test: lint docs dist web-runtime test-core
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest
 
 bench: venv web-runtime
@@ -48,4 +59,4 @@ bench: venv web-runtime
 	$(PY) benchmarks/bench_engines.py
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CORE_VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -37,7 +37,8 @@ def main() -> int:
         constraints = ["-c", str(CONSTRAINTS)]
         subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
         subprocess.run([*pip, "install", *constraints, "-e", f"{ROOT}[{extras}]"], check=True)
-        subprocess.run([*pip, "install", *constraints, "--no-deps", "-r", str(NO_DEPS)], check=True)
+        if "dev" in extras.split(","):  # development-only packages; a core-only venv has none
+            subprocess.run([*pip, "install", *constraints, "--no-deps", "-r", str(NO_DEPS)], check=True)
         stamp.write_text(digest)
     else:
         print(f"reusing {target} (requirements unchanged)", flush=True)
