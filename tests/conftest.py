@@ -13,9 +13,7 @@ def torch():
     return pytest.importorskip("torch")
 
 
-@pytest.fixture
-def numpy_framework():
-    """The numpy toy framework's adapter, registered for one test (tests/numpy_models.py)."""
+def _registered_numpy_framework():
     import onnxbridge as ob
     from onnxbridge._registry import default_registry
     from tests.numpy_models import NumpyAdapter
@@ -23,3 +21,15 @@ def numpy_framework():
     ob.register_adapter(NumpyAdapter(), overwrite=True)
     yield NumpyAdapter.framework
     default_registry.unregister(NumpyAdapter.framework)
+
+
+@pytest.fixture
+def numpy_framework():
+    """The numpy toy framework's adapter, registered for one test (tests/numpy_models.py)."""
+    yield from _registered_numpy_framework()
+
+
+@pytest.fixture(scope="module")
+def numpy_framework_module():
+    """The same, for a module-scoped fixture."""
+    yield from _registered_numpy_framework()
