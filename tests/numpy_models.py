@@ -14,7 +14,9 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxbridge as ob
+from onnxbridge._adapter import check_options
 from onnxbridge._axes import normalize_dynamic_axes
+from onnxbridge._graph import rename_values
 
 
 @dataclass
@@ -54,6 +56,7 @@ class NumpyAdapter:
         return isinstance(model, NumpyMLP)
 
     def export(self, model: NumpyMLP, request: ob.ExportRequest) -> ob.Exported:
+        check_options(request.options, (), self.framework)
         sample = np.asarray(request.sample, np.float32)
         axes = normalize_dynamic_axes(request.dynamic_axes, {"input": 2}, {"output": 2})
         batch = axes.get("input", {}).get(0, len(sample))
@@ -76,12 +79,15 @@ class NumpyAdapter:
             inits,
         )
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        names = {"input": (request.input_names or ["input"])[0], "output": (request.output_names or ["output"])[0]}
+        rename_values(proto.graph, names)
+        axes = {names[k]: v for k, v in axes.items() if k in names}
         return ob.Exported(
             model=proto,
             framework=self.framework,
             framework_version=np.__version__,
             exporter="onnx.helper",
-            dynamic_axes={k: v for k, v in axes.items() if k in ("input", "output")},
-            sample={"input": sample},
-            reference=lambda feeds: {"output": model(feeds["input"])},
+            dynamic_axes=axes,
+            sample={names["input"]: sample},
+            reference=lambda feeds: {names["output"]: model(feeds[names["input"]])},
         )
