@@ -15,7 +15,8 @@ EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,ray,spark,dev
 CORE_VENV ?= $(VENV)-core
 CORE_TESTS := tests/test_import.py tests/test_helpers.py tests/test_axes_and_providers.py \
 	tests/test_architecture.py tests/test_validation.py tests/test_files.py tests/test_session.py \
-	tests/test_session_inputs.py tests/test_registry.py tests/test_cli.py tests/test_adapter_contract.py
+	tests/test_session_inputs.py tests/test_registry.py tests/test_cli.py tests/test_adapter_contract.py \
+	tests/test_batch_and_qdq.py
 
 .PHONY: venv web-runtime demo test test-core lint docs dist bench clean
 
