@@ -12,20 +12,13 @@ import sys
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
 
 import onnxbridge as ob
 from onnxbridge._registry import default_registry
 from tests.numpy_models import NumpyMLP
+from tests.onnx_models import unary
 
 ROWS = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-
-
-def _onnx_model():
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def _torch_model():
@@ -48,7 +41,7 @@ def _keras_model():
 
 
 MODELS = {
-    "onnx": _onnx_model,
+    "onnx": lambda: unary("Relu", ["n", 4]),
     "numpy_mlp": lambda: NumpyMLP(inputs=4),
     "torch": _torch_model,
     "sklearn": _sklearn_model,

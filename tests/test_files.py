@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxbridge as ob
+from tests.onnx_models import unary
 
 
 def _model(weights: int = 4) -> onnx.ModelProto:
@@ -145,14 +146,7 @@ def test_passthrough_from_path_and_model_proto(tmp_path):
 
 
 def test_passthrough_opset_conversion_and_dynamic_axes():
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
-    model = helper.make_model(
-        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-        opset_imports=[helper.make_opsetid("", 13)],
-        ir_version=8,
-    )
-    art = ob.export(model, np.ones((2, 3), np.float32), dynamic_axes="batch", opset=17)
+    art = ob.export(unary("Relu", [None, 3], opset=13), np.ones((2, 3), np.float32), dynamic_axes="batch", opset=17)
     assert art.opset == 17
     assert art.dynamic_axes == {"x": {0: "batch"}, "y": {0: "batch"}}
     assert art.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"

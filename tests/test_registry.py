@@ -15,13 +15,11 @@ from onnx import TensorProto, helper
 import onnxbridge as ob
 from onnxbridge._adapter import Exported
 from onnxbridge._registry import default_registry
+from tests.onnx_models import unary
 
 
 def _identity_model() -> onnx.ModelProto:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])
-    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return unary("Neg", ["n", 2])
 
 
 class Polynomial:

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import onnxbridge as ob
+from tests.onnx_models import unary
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +99,7 @@ def test_same_kind_dtypes_are_cast(art):
 
 def test_torch_tensors_are_accepted():
     torch = pytest.importorskip("torch")
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
-    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y])
-    art = ob.export(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    art = ob.export(unary("Neg", ["n"]))
     assert art.session().run(torch.arange(3, dtype=torch.float32))["y"].tolist() == [0.0, -1.0, -2.0]
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 import onnxbridge as ob
 from tests.numpy_models import NumpyMLP
+from tests.onnx_models import unary
 
 pytestmark = pytest.mark.usefixtures("numpy_framework")
 X = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
@@ -70,14 +70,7 @@ def test_caller_samples_are_compared_too():
 
 
 def test_declared_axis_that_the_graph_fixes_fails_the_symbolic_axes_check():
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
-    model = helper.make_model(
-        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-        opset_imports=[helper.make_opsetid("", 17)],
-        ir_version=8,
-    )
-    art = ob.export(model)
+    art = ob.export(unary("Relu", [2, 3]))
     art.dynamic_axes = {"x": {0: "batch"}}
     report = art.validate(raise_on_failure=False)
     check = next(c for c in report.checks if c.name == "symbolic axes")

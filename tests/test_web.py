@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 import onnxbridge as ob
 from onnxbridge import _web
+from tests.onnx_models import unary
 
 CHROMIUM = Path(os.environ.get("ONNXBRIDGE_CHROMIUM", "/usr/bin/chromium"))
 ORT_WEB = Path(os.environ.get("ONNXBRIDGE_ORT_WEB_DIST", "node_modules/onnxruntime-web/dist"))
@@ -203,13 +204,7 @@ def test_random_forest_page_matches_python(browser, tmp_path):
 
 
 def test_unsupported_input_type_gets_the_documented_message(browser, tmp_path):
-    text = helper.make_tensor_value_info("text", TensorProto.STRING, ["n"])
-    out = helper.make_tensor_value_info("out", TensorProto.STRING, ["n"])
-    model = helper.make_model(
-        helper.make_graph([helper.make_node("Identity", ["text"], ["out"])], "g", [text], [out]),
-        opset_imports=[helper.make_opsetid("", 17)],
-        ir_version=8,
-    )
+    model = unary("Identity", ["n"], elem=TensorProto.STRING, names=("text", "out"))
     with pytest.warns(UserWarning, match="cannot fill input"):
         site = _page(browser, ob.export(model), tmp_path / "strings")
     try:
@@ -223,10 +218,7 @@ def test_unsupported_input_type_gets_the_documented_message(browser, tmp_path):
 
 # -- refusals before anything is written (no browser needed) ---------------------------------------
 def _tiny() -> ob.Artifact:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
-    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [x], [y])
-    return ob.export(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    return ob.export(unary("Neg", ["n"]))
 
 
 def test_model_too_large_for_webassembly_is_refused_and_nothing_written(tmp_path, monkeypatch):
