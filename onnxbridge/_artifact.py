@@ -18,6 +18,7 @@ from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, Qua
 
 if TYPE_CHECKING:
     import onnx
+    import onnxruntime as ort
 
     from onnxbridge._providers import ProviderSpec
 
@@ -303,7 +304,7 @@ class Artifact:
         *,
         strict: bool = False,
         threads: int | None = None,
-        options: Any = None,
+        options: ort.SessionOptions | None = None,
     ) -> Session:
         """An onnxruntime session for this model.
 

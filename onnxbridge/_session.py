@@ -15,6 +15,7 @@ from onnxbridge._errors import InferenceError, InputError, ProviderError, first_
 
 if TYPE_CHECKING:
     import onnx
+    import onnxruntime as ort
 
 __all__ = ["InputSpec", "ProviderFallbackWarning", "Session"]
 
@@ -61,7 +62,7 @@ class Session:
         *,
         strict: bool = False,
         threads: int | None = None,
-        options: Any = None,
+        options: ort.SessionOptions | None = None,
     ) -> None:
         import onnxruntime as ort
 
