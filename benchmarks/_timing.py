@@ -8,6 +8,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from onnxbridge._tables import markdown_table as table
-from onnxbridge._timing import Comparison, compare
+from onnxbridge._timing import Comparison, compare, per_call
 
-__all__ = ["Comparison", "compare", "table"]
+__all__ = ["Comparison", "compare", "per_call", "table"]

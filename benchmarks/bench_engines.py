@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
-from _timing import table
+from _timing import per_call, table
 
 from tests import engines
 
@@ -28,12 +28,7 @@ FEATURES = [f"f{i}" for i in range(64)]
 
 
 def _median_seconds(job, runs: int = 3) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        job()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(per_call(job, runs, warmup=0))
 
 
 def _ray_job(obray, ds, art, columns, workers: int) -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from _timing import table
+from _timing import per_call, table
 from playwright.sync_api import sync_playwright
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
@@ -64,13 +64,7 @@ def _browser_ms(browser, folder: Path, values: np.ndarray, runs: int = 30) -> fl
 
 def _python_ms(art: ob.Artifact, values: np.ndarray, runs: int = 300) -> float:
     session = art.session(providers=["cpu"], threads=1)
-    session.run({"input": values})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run({"input": values})
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(per_call(lambda: session.run({"input": values}), runs)) * 1e3
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import onnxbridge as ob
+from onnxbridge import _timing
 from onnxbridge._errors import first_line
 
 app = typer.Typer(
@@ -283,16 +283,9 @@ def random_inputs(sess: ob.Session, batch: int, shapes: dict[str, list[int]], se
 def _latencies(sess: ob.Session, feeds: dict[str, np.ndarray], runs: int, label: str) -> list[float]:
     from rich.progress import Progress
 
-    sess.run(feeds)  # warm-up
-    times = []
     with Progress(console=errors, transient=True, disable=runs < 200) as progress:
         task = progress.add_task(label, total=runs)
-        for _ in range(runs):
-            start = time.perf_counter()
-            sess.run(feeds)
-            times.append(time.perf_counter() - start)
-            progress.advance(task)
-    return times
+        return _timing.per_call(lambda: sess.run(feeds), runs, each=lambda: progress.advance(task))
 
 
 def _stats(times: list[float], batch: int) -> dict[str, float]:

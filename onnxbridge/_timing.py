@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["Comparison", "compare", "per_call"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,25 @@ class Comparison:
     a_seconds: float
     b_seconds: float
     ratio: float  # median over rounds of time(a) / time(b)
+
+
+def per_call(
+    fn: Callable[[], object], runs: int, *, warmup: int = 1, each: Callable[[], object] | None = None
+) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` untimed ones (for percentiles).
+
+    ``each`` is called after every timed call, outside the timing (a progress bar's step).
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if each is not None:
+            each()
+    return times
 
 
 def compare(

@@ -45,3 +45,13 @@ def test_dtype_names_agree_between_onnx_onnxruntime_and_numpy():
     assert from_ort("seq(tensor(float))") is None
     assert from_onnx(0) is None
     assert display_name(None) == "unknown"
+
+
+def test_per_call_times_each_call_after_the_warm_up():
+    from onnxbridge._timing import per_call
+
+    calls, steps = [], []
+    times = per_call(lambda: calls.append(1), 5, warmup=2, each=lambda: steps.append(1))
+    assert len(times) == 5
+    assert len(calls) == 7  # two untimed warm-up calls, then five timed ones
+    assert len(steps) == 5
