@@ -11,6 +11,7 @@ import numpy as np
 from onnxbridge import _timing
 from onnxbridge._adapter import Feeds
 from onnxbridge._errors import OnnxBridgeError
+from onnxbridge._serialization import model_bytes
 from onnxbridge._session import Session
 from onnxbridge.quantize._types import OutputAccuracy
 
@@ -150,6 +151,4 @@ def latency_ratio(
 
 def model_size(model: onnx.ModelProto) -> int:
     """Bytes the model takes (see :func:`onnxbridge._serialization.model_bytes`)."""
-    from onnxbridge._serialization import model_bytes
-
     return model_bytes(model)

@@ -53,16 +53,12 @@ def preprocess(model: onnx.ModelProto, *, gemm_to_matmul: bool) -> onnx.ModelPro
     level = chatty.level
     chatty.setLevel(logging.ERROR)  # it warns about every broadcast it cannot reason about
     try:
-        with tempfile.TemporaryDirectory() as tmp, working_directory(tmp):
-            source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-            large = is_large(work)
-            save_model(work, source, external_data=large)
+        large = is_large(work)
+        with on_disk(work) as (source, target), working_directory(str(Path(source).parent)):
             for skip_symbolic in (False, True):  # large transformers need the symbolic pass skipped
                 try:
-                    quant_pre_process(
-                        str(source), str(target), skip_symbolic_shape=skip_symbolic, save_as_external_data=large
-                    )
-                    result = onnx.load_model(str(target))
+                    quant_pre_process(source, target, skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
+                    result = onnx.load_model(target)
                     break
                 except Exception:  # noqa: BLE001 - try the lighter pass, then none
                     continue
@@ -97,10 +93,10 @@ def on_disk(model: onnx.ModelProto) -> Iterator[tuple[str, str]]:
     """``model`` saved in a temporary folder: yields (its path, a path for the result).
 
     Past protobuf's 2 GiB the weights go to external data; tools writing the result must
-    then be asked for external data too (see :func:`needs_external_data`).
+    then be asked for external data too (``use_external_data_format=is_large(model)``).
     """
     with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "float.onnx", Path(tmp) / "quantized.onnx"
+        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         save_model(model, source, external_data=is_large(model))
         yield str(source), str(target)
 
@@ -109,11 +105,9 @@ def infer_shapes_on_disk(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with inferred value types, through a file (works past protobuf's 2 GiB)."""
     import onnx
 
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "model.onnx", Path(tmp) / "inferred.onnx"
-        save_model(model, source, external_data=True)
-        onnx.shape_inference.infer_shapes_path(str(source), str(target))
-        return onnx.load_model(str(target))
+    with on_disk(model) as (source, target):
+        onnx.shape_inference.infer_shapes_path(source, target)
+        return onnx.load_model(target)
 
 
 _CWD_LOCK = threading.Lock()
