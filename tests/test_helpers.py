@@ -55,3 +55,23 @@ def test_per_call_times_each_call_after_the_warm_up():
     assert len(times) == 5
     assert len(calls) == 7  # two untimed warm-up calls, then five timed ones
     assert len(steps) == 5
+
+
+def test_stored_bytes_counts_every_tensors_bytes_without_reading_them():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxbridge._serialization import stored_bytes
+
+    tensors = [
+        numpy_helper.from_array(np.ones(shape, dtype), f"t{i}")
+        for i, (shape, dtype) in enumerate(
+            [((3, 5), np.float32), ((7,), np.int64), ((2, 2), np.float16), ((4,), np.bool_), ((), np.float64)]
+        )
+    ]
+    tensors.append(helper.make_tensor("packed", TensorProto.UINT4, [5], bytes([0x21, 0x43, 0x05]), raw=True))
+    tensors.append(helper.make_tensor("listed", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0]))  # float_data, not raw
+    graph = helper.make_graph([], "g", [], [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [3, 5])], tensors)
+    model = helper.make_model(graph)
+    assert stored_bytes(model) == sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
+    assert stored_bytes(model) == 60 + 56 + 8 + 4 + 8 + 3 + tensors[-1].ByteSize()
