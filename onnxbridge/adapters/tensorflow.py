@@ -417,7 +417,8 @@ def _convert(
         return source.invoke(list(args))
 
     function = tf.function(traced, input_signature=specs)
-    _tf2onnx_fixes.let_xla_calls_inline(function.get_concrete_function(*specs))  # from_function reuses this trace
+    concrete = function.get_concrete_function(*specs)  # the trace tf2onnx's from_function converts (cached)
+    _tf2onnx_fixes.let_xla_calls_inline(concrete)
     large = options.get("large_model")
     if large is None:
         large = _weight_bytes(source) > _LARGE_MODEL_BYTES
@@ -438,7 +439,7 @@ def _convert(
     if large:
         proto = _tf2onnx_fixes.inline_external(onnx, proto, storage)
         notes.append("converted through tf2onnx's large-model (external data) path")
-    _tf2onnx_fixes.captured_constants_to_initializers(tf, proto, function.get_concrete_function(*specs))
+    _tf2onnx_fixes.captured_constants_to_initializers(tf, proto, concrete)
     ops = _tf2onnx_fixes.unconverted_ops(proto)
     if ops:
         raise ExportError(
