@@ -20,6 +20,8 @@ from onnxbridge._errors import InputError
 if TYPE_CHECKING:
     import onnx
 
+    from onnxbridge._generation import GenerationSpec
+
 Feeds = dict[str, np.ndarray]
 """Named numpy arrays: the flat form of a model's inputs or outputs."""
 
@@ -62,6 +64,8 @@ class Exported:
         notes: What the adapter did on the user's behalf and why (fallbacks, growth).
         properties: Facts that change how to read results, e.g. ``{"precision": "float32"}``;
             shown in validation reports and saved in the file's metadata.
+        generation: For a decoder exported with its KV cache: special tokens and the source's
+            greedy tokens on fixed prompts (what :meth:`Artifact.generate` and validation use).
     """
 
     model: onnx.ModelProto
@@ -74,6 +78,7 @@ class Exported:
     reference_outputs: Feeds | None = None
     notes: list[str] = field(default_factory=list)
     properties: dict[str, str] = field(default_factory=dict)
+    generation: GenerationSpec | None = None
 
 
 @runtime_checkable

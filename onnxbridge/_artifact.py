@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge import _describe, _graph, _scratch, _serialization, _validation
+from onnxbridge import _describe, _generation, _graph, _scratch, _serialization, _validation
 from onnxbridge._adapter import Exported, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._feeds import as_feeds
@@ -17,6 +17,7 @@ from onnxbridge.quantize._data import Reference
 from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, QuantizationReport
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
     import onnxruntime as ort
 
@@ -42,6 +43,8 @@ class Artifact:
         parent: The artifact this one was quantized or optimized from, or ``None``.
         quantization: The :class:`QuantizationReport` of a quantized artifact, or ``None``.
         optimization: The :class:`OptimizationReport` of an optimized artifact, or ``None``.
+        generation: For a decoder exported with ``task="text-generation"``: its special tokens
+            and the source's greedy tokens on fixed prompts; ``None`` otherwise.
     """
 
     def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
@@ -61,6 +64,7 @@ class Artifact:
         self.parent: Artifact | None = None
         self.quantization: QuantizationReport | None = None
         self.optimization: OptimizationReport | None = None
+        self.generation: _generation.GenerationSpec | None = exported.generation
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -111,6 +115,10 @@ class Artifact:
            on the export sample, on copies of it resized along each dynamic axis, and
            on ``samples``. A loaded artifact compares with the reference outputs
            recorded at export time, if the file kept them.
+        4. For a decoder exported with its cache: greedy generation in onnxruntime gives the
+           token ids the source model gave (recorded at export, left-padded prompts of two
+           lengths), with the logits of every step within ``rtol``/``atol``. A mismatch
+           names the step and the row.
 
         Args:
             rtol: Relative tolerance, as in ``numpy.allclose``. Default 1e-3; for a quantized
@@ -141,6 +149,16 @@ class Artifact:
             quantized=self.quantization.mode.value if self.quantization is not None else None,
             facts=self.properties,
         )
+        if self.generation is not None:
+            report.checks.append(
+                _generation.check_generation(
+                    lambda: self.session(providers=["cpu"]),
+                    self.generation,
+                    rtol=report.rtol,
+                    atol=report.atol,
+                    quantized=self.quantization.mode.value if self.quantization is not None else None,
+                )
+            )
         self.validation = report
         if not report.ok and raise_on_failure:
             raise _validation.failure(report, self.framework)
@@ -162,6 +180,7 @@ class Artifact:
         objective: str = "latency",
         allow_slower: bool = False,
         bits: int = 8,
+        block_size: int = 32,
     ) -> Artifact:
         """A quantized copy of this artifact, measured against it.
 
@@ -171,7 +190,8 @@ class Artifact:
                 also int8 embedding tables, and MatMuls that int8 would hurt kept as 8-bit
                 weight-only). ``"static"``: QDQ with calibration. ``"qat"``: quantization-aware
                 training of a PyTorch source. ``"fp16"``. ``"weight-only"``: ``MatMulNBits``
-                block-wise weights (``bits``), float activations. ``"auto"``: try them all and
+                block-wise weights (``bits``), float activations; ``"int4"`` and ``"int8-weight"``
+                are its 4- and 8-bit forms, the usual choice for language models. ``"auto"``: try them all and
                 return the best that meets ``tolerance`` by ``objective``.
             calibration: Samples for static quantization and for measuring: an iterable of
                 samples shaped like the export sample, or one batched array. Without it, the
@@ -192,6 +212,7 @@ class Artifact:
             allow_slower: Keep an int8 result that runs slower than the float model on this CPU.
                 By default the float model is returned instead and the report says so.
             bits: For ``"weight-only"``: 8 or 4.
+            block_size: For weight-only modes: weights per scale (a power of two >= 16).
 
         Returns:
             A new :class:`Artifact` with ``.parent`` set and ``.quantization`` holding the
@@ -218,9 +239,19 @@ class Artifact:
             objective=objective,
             allow_slower=allow_slower,
             bits=bits,
+            block_size=block_size,
         )
         child = self._derive(result.model, {"quantization": result.report.mode.value}, result.source)
         child.quantization = result.report
+        if self.generation is not None:
+            from onnxbridge.quantize import _generation as generation_quality
+
+            result.report.generation = generation_quality.measure(
+                self.session(providers=["cpu"], threads=1),
+                child.session(providers=["cpu"], threads=1),
+                self.generation,
+                self.model,
+            )
         return child
 
     def optimize(self, level: str = "extended", *, samples: Iterable[Any] | None = None) -> Artifact:
@@ -261,6 +292,7 @@ class Artifact:
             reference_outputs=dict(truth.outputs) if truth.outputs is not None else None,
             notes=list(self.export_notes),
             properties={**self.properties, **properties},
+            generation=self.generation,
         )
         child = Artifact(exported)
         child.parent = self
@@ -323,6 +355,67 @@ class Artifact:
         """
         return Session(self._model_file() or self.model, providers, strict=strict, threads=threads, options=options)
 
+    def generate(
+        self,
+        input_ids: Any,
+        attention_mask: Any = None,
+        *,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        session: Session | None = None,
+    ) -> np.ndarray:
+        """Generate tokens with a decoder exported with ``task="text-generation"``.
+
+        The loop of ``transformers``' ``generate()`` for greedy search and sampling, on
+        onnxruntime, with the KV cache kept in onnxruntime between steps. Greedy output is
+        the same as ``model.generate(..., do_sample=False)``.
+
+        Args:
+            input_ids: Prompt token ids, ``(batch, length)`` (or one prompt as ``(length,)``);
+                pad shorter prompts on the left.
+            attention_mask: 1 for tokens, 0 for left padding; default all ones.
+            max_new_tokens: Most tokens to add to each prompt.
+            do_sample: Sample instead of taking the most likely token.
+            temperature: Divides the logits before sampling.
+            top_k: Sample among the ``top_k`` most likely tokens only.
+            top_p: Sample among the most likely tokens whose probabilities add up to ``top_p``.
+            seed: Seed of the sampler (numpy), for reproducible samples.
+            eos_token_id: Token(s) that end a sequence; default: the model's.
+            pad_token_id: Token written after a sequence ended; default: the model's (or EOS).
+            session: A session of this artifact to reuse (e.g. on another provider);
+                default: a CPU session made for this call.
+
+        Returns:
+            The prompts followed by the new tokens, ``(batch, length + new)`` int64; rows that
+            ended early are padded with ``pad_token_id``. Generation stops when every row ended.
+
+        Raises:
+            InputError: The artifact is not a decoder with a cache, or the prompts, mask or
+                settings are invalid.
+            InferenceError: onnxruntime failed during a step.
+        """
+        spec = self.generation or _generation.GenerationSpec("text-generation")
+        return _generation.generate(
+            session or self.session(providers=["cpu"]),
+            spec,
+            input_ids,
+            attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+        ).tokens
+
     def _model_file(self) -> Path | None:
         """A file holding this model for tools that take a path, or ``None`` when bytes will do.
 
@@ -364,6 +457,7 @@ class Artifact:
             "validation": self.validation.summary() if self.validation is not None else None,
             "quantization": self.quantization.summary() if self.quantization is not None else None,
             "optimization": self.optimization.summary() if self.optimization is not None else None,
+            "generation": self.generation.to_json() if self.generation is not None else None,
         }
         if reference and self._sample is not None:
             outputs = self._reference_outputs

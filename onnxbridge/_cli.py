@@ -167,7 +167,9 @@ def validate(
 def quantize(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the quantized model.")],
-    mode: Annotated[str, typer.Option(help="dynamic, static, fp16, weight-only or auto.")] = "dynamic",
+    mode: Annotated[
+        str, typer.Option(help="dynamic, static, fp16, weight-only, int4, int8-weight or auto.")
+    ] = "dynamic",
     calibration: Annotated[
         Path | None, typer.Option(help=".npz with one batched array per model input (needed for static).")
     ] = None,
@@ -178,12 +180,15 @@ def quantize(
     allow_slower: Annotated[
         bool, typer.Option(help="Keep an int8 result even when it runs slower than float on this CPU.")
     ] = False,
+    block_size: Annotated[
+        int, typer.Option(help="For weight-only modes: weights per scale (a power of two >= 16).")
+    ] = 32,
 ) -> None:
     """Quantize a model and print the quantization report.
 
     Example: onnxbridge quantize model.onnx -o model.int8.onnx --mode static --calibration data.npz
     """
-    modes = ("dynamic", "static", "fp16", "weight-only", "auto")
+    modes = ("dynamic", "static", "fp16", "weight-only", "int4", "int8-weight", "auto")
     if mode not in modes:
         raise _fail(UsageError(f"--mode {mode!r}: use {', '.join(modes)} (qat needs Python: Artifact.quantize)."))
     art = _load(model)
@@ -195,6 +200,7 @@ def quantize(
             tolerance=_tolerance(tolerance),
             objective=objective,
             allow_slower=allow_slower,
+            block_size=block_size,
         )
         q.save(output)
     except (ob.OnnxBridgeError, UsageError, OSError) as err:

@@ -22,6 +22,7 @@ _EXTRAS = {
     "lightgbm": "lightgbm",
     "xgboost": "xgboost",
     "onnxmltools": "sklearn",
+    "transformers": "transformers",
 }
 
 

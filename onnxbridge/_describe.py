@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from onnxbridge import _dtypes, _graph, _serialization
 from onnxbridge._adapter import Exported, Feeds
 from onnxbridge._axes import DynamicAxes
+from onnxbridge._generation import GenerationSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -51,6 +52,7 @@ def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exp
         reference_outputs=reference_outputs,
         notes=json.loads(meta.get("export_notes", "[]")),
         properties=json.loads(meta.get("properties", "{}")),
+        generation=GenerationSpec.from_json(json.loads(meta["generation"])) if "generation" in meta else None,
     )
 
 

@@ -184,6 +184,8 @@ def _check_adapter(adapter: object) -> None:
 default_registry = Registry()
 default_registry.register_lazy("onnx", "onnxbridge.adapters.onnx_model:OnnxAdapter")
 default_registry.register_lazy("torch", "onnxbridge.adapters.pytorch:TorchAdapter")
+# After torch, so tried before it: transformers models are torch modules, and this adapter knows their tasks.
+default_registry.register_lazy("transformers", "onnxbridge.adapters.transformers:TransformersAdapter")
 default_registry.register_lazy("sklearn", "onnxbridge.adapters.scikit_learn:SklearnAdapter")
 # Registered after torch so that it is tried first: a Keras 3 model on the torch backend is
 # also a torch.nn.Module, and the TensorFlow adapter explains which route to take.

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Check", "OutputComparison", "ValidationReport"]
 
+SUM = " + "  # joins the terms of a dimension that is the sum of others
 PARITY = "numeric parity"
 
 
@@ -207,16 +208,24 @@ def variants(sample: Feeds, axes: DynamicAxes, names: Sequence[str]) -> list[tup
 
     Resizing takes elements ``arange(new) % old`` along the axis: a prefix when
     shrinking, repetition when growing. Values stay ones the model has seen (token
-    ids stay valid). Inputs sharing a dimension name are resized together.
+    ids stay valid). Inputs sharing a dimension name are resized together. A dimension
+    named as a sum (``"past_sequence_length + sequence_length"``) is not resized on its
+    own; it grows and shrinks with each of its terms.
     """
     cases = [("sample", sample)]
-    for dim, members in axes_by_dim(axes, [n for n in names if n in sample]).items():
+    groups = axes_by_dim(axes, [n for n in names if n in sample])
+    for dim, members in groups.items():
+        if SUM in dim:
+            continue
+        dependents = [m for other, ms in groups.items() if dim in other.split(SUM) and other != dim for m in ms]
         current = sample[members[0][0]].shape[members[0][1]]
         sizes = sorted({1, current + 2} - {current})
         for size in sizes:
             resized = dict(sample)
-            for name, axis in members:
-                resized[name] = np.take(resized[name], np.arange(size) % resized[name].shape[axis], axis=axis)
+            for name, axis, new in [(n, a, size) for n, a in members] + [
+                (n, a, sample[n].shape[a] + size - current) for n, a in dependents
+            ]:
+                resized[name] = np.take(resized[name], np.arange(new) % resized[name].shape[axis], axis=axis)
             cases.append((f"{dim}={size}", resized))
     return cases
 
@@ -315,6 +324,8 @@ TOLERANCES: dict[str | None, tuple[float, float]] = {
     "static": (0.1, 0.1),
     "qat": (0.1, 0.1),
     "weight-only": (0.1, 0.1),
+    "int8-weight": (0.1, 0.1),
+    "int4": (0.3, 0.3),
 }
 
 

@@ -57,7 +57,7 @@ class TorchAdapter:
     """
 
     framework = "torch"
-    module_roots = ("torch", "lightning", "pytorch_lightning", "transformers")
+    module_roots = ("torch", "lightning", "pytorch_lightning")
 
     def accepts(self, model: object) -> bool:
         """Any ``torch.nn.Module``."""
@@ -71,19 +71,19 @@ class TorchAdapter:
         if exporter not in _EXPORTERS:
             raise InputError(f"exporter={exporter!r}: expected one of {', '.join(map(repr, _EXPORTERS))}.")
         sample = _Sample.from_user(torch, model, request.sample, request.input_names)
-        with _inference(model):
+        with inference(model):
             outputs = sample.call(model)
         out_names, out_tensors = _flatten_outputs(outputs, request.output_names)
         axes = normalize_dynamic_axes(
             request.dynamic_axes, sample.ranks(), {n: t.dim() for n, t in zip(out_names, out_tensors, strict=True)}
         )
         grown, growth_notes = sample.grown(axes)
-        opset = _choose_opset(request.opset)
+        opset = choose_opset(request.opset)
         notes = list(growth_notes)
         failures: list[tuple[str, BaseException]] = []
         for attempt in _attempts(exporter, notes):
             try:
-                with _inference(model), _captured(notes, attempt):
+                with inference(model), captured_warnings(notes, attempt):
                     proto = _run_exporter(torch, attempt, model, grown, sample, out_names, axes, opset, request)
                 _finish(proto, sample, out_names, axes)
                 _check_opset(proto, request.opset)
@@ -94,7 +94,7 @@ class TorchAdapter:
                 notes.insert(
                     0,
                     f"exported with the {attempt} exporter after the {failures[0][0]} exporter failed: "
-                    f"{_summary(failures[0][1])}",
+                    f"{summary(failures[0][1])}",
                 )
             return Exported(
                 model=proto,
@@ -104,7 +104,7 @@ class TorchAdapter:
                 dynamic_axes={sample.final(n): d for n, d in axes.items()},
                 sample=sample.feeds(),
                 reference=_Reference(model, sample, out_names),
-                reference_outputs={n: _to_numpy(t) for n, t in zip(out_names, out_tensors, strict=True)},
+                reference_outputs={n: to_numpy(t) for n, t in zip(out_names, out_tensors, strict=True)},
                 notes=notes,
             )
         raise _export_error(model, failures, opset)
@@ -182,7 +182,7 @@ class _Sample:
         return {self.final(n): t.dim() for n, t in zip(self.names, self.tensors(), strict=True)}
 
     def feeds(self) -> Feeds:
-        return {self.final(n): _to_numpy(t) for n, t in zip(self.names, self.tensors(), strict=True)}
+        return {self.final(n): to_numpy(t) for n, t in zip(self.names, self.tensors(), strict=True)}
 
     def call(self, model: Any, tensors: Sequence[Any] | None = None) -> Any:
         values = list(tensors) if tensors is not None else self.tensors()
@@ -246,7 +246,8 @@ def _as_tensor(torch: Any, value: Any, where: str) -> Any:
     )
 
 
-def _to_numpy(tensor: Any) -> np.ndarray:
+def to_numpy(tensor: Any) -> np.ndarray:
+    """A tensor as a numpy array on the CPU (bfloat16 as float32)."""
     tensor = tensor.detach().cpu()
     if str(tensor.dtype) == "torch.bfloat16":
         tensor = tensor.float()
@@ -287,7 +288,8 @@ def _flatten_outputs(outputs: Any, names: Sequence[str] | None) -> tuple[list[st
     return [n for n, _ in flat], [t for _, t in flat]
 
 
-def _choose_opset(requested: int | None) -> int:
+def choose_opset(requested: int | None) -> int:
+    """The opset to export at: the one asked for, or the exporter's default capped by onnxruntime's newest."""
     from torch.onnx import _constants  # no public constants for the exporter's opsets
 
     default = int(getattr(_constants, "ONNX_DEFAULT_OPSET", 18))
@@ -428,14 +430,14 @@ class _Reference:
             torch.as_tensor(feeds[self.sample.final(n)], dtype=dtype, device=device)
             for n, (dtype, device) in zip(self.sample.names, self.placement, strict=True)
         ]
-        with _inference(self.model):
+        with inference(self.model):
             outputs = self.sample.call(self.model, tensors)
         _, flat = _flatten_outputs(outputs, self.out_names)
-        return {n: _to_numpy(t) for n, t in zip(self.out_names, flat, strict=True)}
+        return {n: to_numpy(t) for n, t in zip(self.out_names, flat, strict=True)}
 
 
 @contextlib.contextmanager
-def _inference(model: Any) -> Iterator[None]:
+def inference(model: Any) -> Iterator[None]:
     """Eval mode and no_grad; every submodule's own training flag is restored after."""
     torch = _torch()
     modes = [(m, m.training) for m in model.modules()]
@@ -450,7 +452,7 @@ def _inference(model: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _captured(notes: list[str], attempt: str) -> Iterator[None]:
+def captured_warnings(notes: list[str], attempt: str) -> Iterator[None]:
     """Keep the exporter's chatter out of the user's console; keep what matters as notes."""
     # Only the dynamo path logs. setLevel clears logging's cache of every logger, which costs
     # a noticeable share of a millisecond-long TorchScript export, so leave loggers alone there.
@@ -478,7 +480,8 @@ def _captured(notes: list[str], attempt: str) -> Iterator[None]:
             notes.append(f"{attempt} exporter warned: {text}")
 
 
-def _summary(err: BaseException) -> str:
+def summary(err: BaseException) -> str:
+    """The one line of an exporter error that says what went wrong."""
     text = str(err)
     match = re.search(r"Exception summary\s*\n\s*\n(.+)", text)
     if match:
@@ -499,7 +502,7 @@ def _operators(failures: list[tuple[str, BaseException]]) -> list[str]:
 
 
 def _export_error(model: Any, failures: list[tuple[str, BaseException]], opset: int) -> ExportError:
-    lines = "\n".join(f"  - {attempt}: {_summary(err)}" for attempt, err in failures)
+    lines = "\n".join(f"  - {attempt}: {summary(err)}" for attempt, err in failures)
     ops = _operators(failures)
     if ops:
         advice = (

@@ -51,6 +51,7 @@ def quantize(
     objective: str = "latency",
     allow_slower: bool = False,
     bits: int = 8,
+    block_size: int = 32,
 ) -> _run.Result:
     """Implementation of :meth:`onnxbridge.Artifact.quantize`.
 
@@ -63,6 +64,16 @@ def quantize(
         raise InputError(f"objective={objective!r}: use 'latency' or 'size'.")
     if bits not in (4, 8):
         raise InputError(f"bits={bits!r}: weight-only quantization takes 8 or 4.")
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, int)
+        or block_size < 16
+        or block_size & (block_size - 1)
+    ):
+        raise InputError(
+            f"block_size={block_size!r}: MatMulNBits takes a power of two >= 16 (32 is the usual choice; "
+            "smaller blocks are more accurate and larger)."
+        )
     if mode is QuantizationMode.STATIC and calibration is None:
         raise InputError(
             "quantize('static') needs calibration=...: an iterable of samples shaped like the export sample, or "
@@ -74,7 +85,9 @@ def quantize(
     try:
         if mode is QuantizationMode.AUTO:
             return _auto.search(parent, samples, tolerance, objective, calibrated=calibration is not None)
-        recipe = _recipe(artifact, mode, samples, exclude, method, per_channel, op_types, train, keep_io_types, bits)
+        recipe = _recipe(
+            artifact, mode, samples, exclude, method, per_channel, op_types, train, keep_io_types, bits, block_size
+        )
         return _run.run(parent, recipe, samples, exclude, tolerance, allow_slower=allow_slower)
     except OnnxBridgeError:
         raise
@@ -109,6 +122,7 @@ def _recipe(
     train: Callable[[Any], Any] | None,
     keep_io_types: bool,
     bits: int,
+    block_size: int,
 ) -> Recipe:
     channel = True if per_channel is None else per_channel
     if mode is QuantizationMode.FP16:
@@ -125,7 +139,11 @@ def _recipe(
     if mode is QuantizationMode.STATIC:
         return StaticQdq(samples, per_channel=channel, op_types=list(op_types) if op_types else None, method=method)
     if mode is QuantizationMode.WEIGHT_ONLY:
-        return WeightOnly(bits=bits, embeddings=True)
+        return WeightOnly(bits=bits, block_size=block_size, embeddings=True)
+    if mode in (QuantizationMode.INT4, QuantizationMode.INT8_WEIGHT):
+        return WeightOnly(
+            bits=4 if mode is QuantizationMode.INT4 else 8, block_size=block_size, embeddings=True, mode=mode
+        )
     from onnxbridge.quantize import _qat
 
     return _qat.recipe(artifact, train)

@@ -27,6 +27,8 @@ class QuantizationMode(str, enum.Enum):
     QAT = "qat"
     FP16 = "fp16"
     WEIGHT_ONLY = "weight-only"
+    INT4 = "int4"  # weight-only, 4 bits: the usual choice for language models
+    INT8_WEIGHT = "int8-weight"  # weight-only, 8 bits
     AUTO = "auto"
 
 
@@ -112,6 +114,38 @@ class Candidate:
 CANDIDATE_HEADER = ["recipe", "min cosine", "top-1", "max abs err", "size", "latency", "meets tolerance"]
 
 
+@dataclass(frozen=True)
+class GenerationQuality:
+    """How a quantized decoder generates, measured against its float parent.
+
+    Attributes:
+        prompts: Prompts generated from (batch 1 each).
+        new_tokens: Greedy tokens generated per prompt.
+        identical: Prompts whose greedy tokens are all identical to the float model's.
+        agreement: Share of new tokens generated before the first difference, over all prompts.
+        min_logits_cosine: Worst cosine between the two models' logits over the steps where
+            both had generated the same tokens so far.
+        mean_logits_cosine: Mean of that cosine.
+        tokens_per_second_ratio: Quantized / float tokens per second (median of interleaved
+            rounds, batch 1, one thread); above 1 is faster.
+    """
+
+    prompts: int
+    new_tokens: int
+    identical: int
+    agreement: float
+    min_logits_cosine: float
+    mean_logits_cosine: float
+    tokens_per_second_ratio: float
+
+    def __str__(self) -> str:
+        return (
+            f"greedy tokens identical on {self.identical}/{self.prompts} prompts ({self.new_tokens} new tokens each), "
+            f"{self.agreement:.0%} of tokens before the first difference; logits cosine min "
+            f"{self.min_logits_cosine:.4f}, mean {self.mean_logits_cosine:.4f}; tokens/s {self.tokens_per_second_ratio:.2f}x"
+        )
+
+
 @dataclass
 class QuantizationReport:
     """What :meth:`Artifact.quantize` did and measured.
@@ -135,6 +169,8 @@ class QuantizationReport:
         kept_float: The quantized model was slower than the float one on this CPU, so the
             float model was kept (see ``allow_slower``).
         optimized: What graph optimization ran before quantizing, if any.
+        generation: For a text-generation decoder: greedy agreement with the float model,
+            logits cosine and tokens/s ratio over a prompt set.
     """
 
     mode: QuantizationMode
@@ -152,6 +188,7 @@ class QuantizationReport:
     chosen: str | None = None
     kept_float: bool = False
     optimized: dict[str, int] | None = None
+    generation: GenerationQuality | None = None
 
     @property
     def size_ratio(self) -> float:
@@ -178,6 +215,7 @@ class QuantizationReport:
             "latency_ratio": self.latency_ratio,
             **({"chosen": self.chosen} if self.chosen else {}),
             **({"kept_float": True} if self.kept_float else {}),
+            **({"generation": vars(self.generation)} if self.generation is not None else {}),
         }
 
     def table(self) -> str:
@@ -211,6 +249,8 @@ class QuantizationReport:
         lines += text_table(["output", "max abs err", "mean cosine", "min cosine", "top-1"], rows)
         left = ", ".join(self.nodes_left_float[:12]) + (" ..." if len(self.nodes_left_float) > 12 else "")
         lines.append(f"  nodes left in float ({len(self.nodes_left_float)}): {left or '-'}")
+        if self.generation is not None:
+            lines.append(f"  generation: {self.generation}")
         if self.candidates:
             lines.append("  candidates:")
             lines += text_table(CANDIDATE_HEADER, [c.row() for c in self.candidates], indent="    ")

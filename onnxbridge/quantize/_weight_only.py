@@ -54,8 +54,14 @@ class WeightOnly:
 
     mode = QuantizationMode.WEIGHT_ONLY
 
-    def __init__(self, bits: int = 8, block_size: int = 32, embeddings: bool = True) -> None:
-        self.bits, self.block_size, self.embeddings = bits, block_size, embeddings
+    def __init__(
+        self,
+        bits: int = 8,
+        block_size: int = 32,
+        embeddings: bool = True,
+        mode: QuantizationMode = QuantizationMode.WEIGHT_ONLY,
+    ) -> None:
+        self.bits, self.block_size, self.embeddings, self.mode = bits, block_size, embeddings, mode
         self.name = f"weight-only {bits}-bit MatMulNBits" + (" + int8 embeddings" if embeddings else "")
 
     def settings(self, exclude: list[str]) -> dict[str, Any]:

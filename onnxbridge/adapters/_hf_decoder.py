@@ -1,0 +1,294 @@
+"""Decoder language models exported with their KV cache: one graph for every generation step.
+
+``transformers`` models keep their cache in a ``DynamicCache`` object, which ONNX cannot
+carry. A small wrapper module takes the cache as flat tensors, rebuilds the model's own
+``DynamicCache`` from them (``DynamicCache.update``, the call the model makes itself), runs
+the model unchanged and returns the updated cache as flat tensors again. Attention is the
+model's own code; nothing is re-implemented.
+
+The past sequence axis may be 0, so the same graph runs the first step (the prompt, empty
+past) and every later step (one token, the past fed back).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from onnxbridge import _graph
+from onnxbridge._adapter import Exported, ExportRequest, Feeds
+from onnxbridge._axes import DynamicAxes
+from onnxbridge._errors import ExportError, InputError
+from onnxbridge._generation import GenerationSpec, GreedyRecord
+from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
+
+BATCH, SEQUENCE, PAST = "batch_size", "sequence_length", "past_sequence_length"
+TOTAL = f"{PAST} + {SEQUENCE}"
+RECORD_STEPS = 8  # greedy steps recorded from the source, replayed by validate()
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How a model hands its cache over: the container and each layer's (heads, head_dim)."""
+
+    kind: str  # "dynamic" (DynamicCache) or "legacy" (tuple of (key, value) per layer)
+    shapes: tuple[tuple[tuple[int, int], tuple[int, int]], ...]
+    dtype: Any
+    window: int | None = None  # the smallest sliding attention window, if any layer has one
+
+    @property
+    def layers(self) -> int:
+        return len(self.shapes)
+
+    def input_names(self) -> list[str]:
+        return [f"past_key_values.{i}.{part}" for i in range(self.layers) for part in ("key", "value")]
+
+    def output_names(self) -> list[str]:
+        return [f"present.{i}.{part}" for i in range(self.layers) for part in ("key", "value")]
+
+
+def probe_cache(torch: Any, transformers: Any, model: Any) -> CacheLayout:
+    """Run the model on two tokens and read how its cache is laid out; refuse kinds we cannot flatten."""
+    with inference(model):
+        out = model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=True)
+    cache = getattr(out, "past_key_values", None)
+    name = type(model).__name__
+    workaround = (
+        "Export without the cache instead (model.config.use_cache = False, and pass a sample): every new token "
+        "then recomputes the whole prefix, so generating n tokens costs O(n^2) instead of O(n)."
+    )
+    if cache is None:
+        raise ExportError(f"{name} returned no past_key_values with use_cache=True, so it has no cache to export.")
+    windows: list[int] = []
+    if isinstance(cache, tuple) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in cache):
+        pairs = list(cache)
+        kind = "legacy"
+    elif type(cache) is transformers.DynamicCache:
+        kinds = {type(layer).__name__ for layer in cache.layers}
+        if not kinds <= {"DynamicLayer", "DynamicSlidingWindowLayer"}:
+            raise ExportError(
+                f"{name} keeps its cache in {', '.join(sorted(kinds))} layers, which onnxbridge does not flatten "
+                f"yet; DynamicLayer and DynamicSlidingWindowLayer caches are supported. {workaround}"
+            )
+        pairs = [(layer.keys, layer.values) for layer in cache.layers]
+        kind = "dynamic"
+        windows = [int(layer.sliding_window) for layer in cache.layers if hasattr(layer, "sliding_window")]
+    else:
+        raise ExportError(
+            f"{name} returns its cache as {type(cache).__module__}.{type(cache).__qualname__}, which onnxbridge does "
+            f"not know how to flatten into past_key_values/present tensors (DynamicCache and the legacy tuple form "
+            f"are supported). {workaround}"
+        )
+    shapes = []
+    for key, value in pairs:
+        if key.dim() != 4 or value.dim() != 4:
+            raise ExportError(f"{name}'s cache tensors have shapes {tuple(key.shape)}; expected 4-D per layer.")
+        shapes.append(((int(key.shape[1]), int(key.shape[3])), (int(value.shape[1]), int(value.shape[3]))))
+    return CacheLayout(kind, tuple(shapes), pairs[0][0].dtype, min(windows) if windows else None)
+
+
+def _step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, position_ids: bool) -> Any:
+    """The model as one generation step on flat tensors."""
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+    class DecoderStep(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: Any) -> tuple[Any, ...]:
+            input_ids, attention_mask = inputs[0], inputs[1]
+            extra = {"position_ids": inputs[2]} if position_ids else {}
+            past = inputs[3:] if position_ids else inputs[2:]
+            pairs = [(past[2 * i], past[2 * i + 1]) for i in range(layout.layers)]
+            if layout.kind == "dynamic":
+                cache: Any = transformers.DynamicCache(config=self.model.config)
+                for i, (key, value) in enumerate(pairs):
+                    cache.update(key, value, i)
+            else:
+                cache = tuple(pairs)
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                past_key_values=cache,
+                use_cache=True,
+                **extra,
+                **keep,
+            )
+            present = out.past_key_values
+            layers = [(layer.keys, layer.values) for layer in present.layers] if layout.kind == "dynamic" else present
+            return (out.logits, *(t for pair in layers for t in pair))
+
+    return DecoderStep()
+
+
+def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Exported:
+    """Export a causal LM with its cache as one graph, and record greedy tokens to validate it against."""
+    from onnxbridge._deps import require
+
+    torch = require("torch", purpose="Exporting a transformers model")
+    transformers = require("transformers", purpose="Exporting a transformers model", extra="transformers")
+    layout = probe_cache(torch, transformers, model)
+    position_ids = "position_ids" in inspect.signature(model.forward).parameters
+    step = _step_module(torch, transformers, model, layout, position_ids)
+    names = ["input_ids", "attention_mask", *(["position_ids"] if position_ids else []), *layout.input_names()]
+    out_names = ["logits", *layout.output_names()]
+    sample = _sample(torch, model, layout, position_ids)
+    axes = _axes(names, out_names)
+    opset = choose_opset(request.opset)
+    dims = {
+        BATCH: torch.export.Dim(BATCH),
+        SEQUENCE: torch.export.Dim(SEQUENCE),
+        PAST: torch.export.Dim(PAST, min=0),
+        TOTAL: torch.export.Dim("total_sequence_length"),
+    }
+    shapes = tuple({axis: dims[dim] for axis, dim in axes[name].items()} for name in names)
+    extra = dict(request.options.get("export_kwargs", {}))
+    try:
+        with inference(step), captured_warnings(notes, "dynamo"):
+            program = torch.onnx.export(
+                step,
+                tuple(sample),
+                dynamo=True,
+                verbose=False,
+                input_names=names,
+                output_names=out_names,
+                opset_version=opset,
+                dynamic_shapes={"inputs": shapes},
+                **extra,
+            )
+    except Exception as err:
+        raise ExportError(
+            f"Exporting {type(model).__name__} with its KV cache (opset {opset}) failed in torch.onnx's dynamo "
+            f"exporter: {summary(err)}. Try another opset (opset=...), or export without the cache "
+            "(model.config.use_cache = False, with a sample)."
+        ) from err
+    proto = program.model_proto
+    fixed = _graph.declare_axes(proto, axes)
+    if fixed:
+        raise ExportError(f"the exporter fixed dynamic axes of {type(model).__name__}: " + "; ".join(fixed))
+    feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
+
+    def reference(inputs: Feeds) -> Feeds:
+        tensors = [torch.from_numpy(np.array(inputs[name])) for name in names]  # a writable copy
+        with inference(step):
+            outputs = step(*tensors)
+        return {name: to_numpy(t) for name, t in zip(out_names, outputs, strict=True)}
+
+    spec = generation_spec(torch, transformers, model, request.sample)
+    if layout.window is not None:
+        spec.max_length = layout.window
+        notes.append(
+            f"sliding-window attention (window {layout.window}): the graph keeps the whole past, which matches the "
+            f"model up to {layout.window} tokens; generate() refuses longer sequences"
+        )
+    notes.append(
+        f"exported with the KV cache: {layout.layers} layers as past_key_values.{{i}}.key/value inputs and "
+        "present.{i}.key/value outputs; one graph for the first step (empty past) and later ones; logits for "
+        "the last position only"
+    )
+    return Exported(
+        model=proto,
+        framework="transformers",
+        framework_version=transformers.__version__,
+        exporter="torch.onnx (dynamo)",
+        dynamic_axes=axes,
+        sample=feeds,
+        reference=reference,
+        reference_outputs=reference(feeds),
+        notes=notes,
+        properties={"task": "text-generation"},
+        generation=spec,
+    )
+
+
+def _sample(torch: Any, model: Any, layout: CacheLayout, position_ids: bool) -> list[Any]:
+    """Batch 2, 3 new tokens after a past of 5: sizes distinct so the exporter cannot confuse them."""
+    batch, new, past = 2, 3, 5
+    generator = torch.Generator().manual_seed(0)
+    vocab = int(model.config.get_text_config().vocab_size)
+    tensors = [
+        torch.randint(0, vocab, (batch, new), generator=generator),
+        torch.ones((batch, past + new), dtype=torch.long),
+    ]
+    if position_ids:
+        tensors.append(torch.arange(past, past + new).expand(batch, new).contiguous())
+    for (k_heads, k_dim), (v_heads, v_dim) in layout.shapes:
+        tensors.append(torch.randn((batch, k_heads, past, k_dim), generator=generator).to(layout.dtype))
+        tensors.append(torch.randn((batch, v_heads, past, v_dim), generator=generator).to(layout.dtype))
+    return tensors
+
+
+def _axes(inputs: list[str], outputs: list[str]) -> DynamicAxes:
+    axes: DynamicAxes = {}
+    for name in inputs:
+        if name in ("input_ids", "position_ids"):
+            axes[name] = {0: BATCH, 1: SEQUENCE}
+        elif name == "attention_mask":
+            axes[name] = {0: BATCH, 1: TOTAL}
+        else:
+            axes[name] = {0: BATCH, 2: PAST}
+    for name in outputs:
+        axes[name] = {0: BATCH} if name == "logits" else {0: BATCH, 2: TOTAL}
+    return axes
+
+
+def generation_spec(torch: Any, transformers: Any, model: Any, sample: Any) -> GenerationSpec:
+    """The model's special tokens and its greedy tokens on fixed prompts (the user's, or made up)."""
+    config = model.generation_config
+    eos = config.eos_token_id if config.eos_token_id is not None else model.config.get_text_config().eos_token_id
+    eos_ids = () if eos is None else ((int(eos),) if isinstance(eos, int) else tuple(int(t) for t in eos))
+    pad = config.pad_token_id if config.pad_token_id is not None else model.config.get_text_config().pad_token_id
+    pad = int(pad) if pad is not None else (eos_ids[0] if eos_ids else None)
+    input_ids, attention_mask = _prompts(model, sample, set(eos_ids) | {pad} - {None}, pad or 0)
+    plain = transformers.GenerationConfig(
+        max_new_tokens=RECORD_STEPS,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=list(eos_ids) or None,
+        pad_token_id=pad,
+        bos_token_id=config.bos_token_id,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    with inference(model):
+        out = model.generate(
+            input_ids=torch.from_numpy(input_ids),
+            attention_mask=torch.from_numpy(attention_mask),
+            generation_config=plain,
+        )
+    record = GreedyRecord(
+        input_ids, attention_mask, to_numpy(out.sequences).astype(np.int64), [to_numpy(s) for s in out.logits]
+    )
+    return GenerationSpec("text-generation", eos_ids, pad, record)
+
+
+def _prompts(model: Any, sample: Any, special: set[Any], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """The user's prompts (a sample with input_ids), or two made-up ones of 5 and 9 tokens, left-padded."""
+    if sample is not None:
+        if not (isinstance(sample, dict) and "input_ids" in sample):
+            raise InputError(
+                "For task='text-generation' the sample is optional; when given it must be a dict with 'input_ids' "
+                "(and 'attention_mask' for padded prompts), used as the prompts that validation generates from."
+            )
+        ids = np.asarray(
+            to_numpy(sample["input_ids"]) if hasattr(sample["input_ids"], "detach") else sample["input_ids"]
+        )
+        mask = sample.get("attention_mask")
+        mask_array = (
+            np.ones_like(ids) if mask is None else np.asarray(to_numpy(mask) if hasattr(mask, "detach") else mask)
+        )
+        return ids.astype(np.int64), mask_array.astype(np.int64)
+    vocab = int(model.config.get_text_config().vocab_size)
+    allowed = np.array([t for t in range(min(vocab, 1 << 16)) if t not in special], dtype=np.int64)
+    rng = np.random.default_rng(0)
+    lengths = (5, 9)
+    ids = np.full((len(lengths), max(lengths)), pad, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, -length:] = rng.choice(allowed, size=length)
+        mask[row, -length:] = 1
+    return ids, mask
