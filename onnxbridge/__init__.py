@@ -12,8 +12,9 @@ when first needed.
 from __future__ import annotations
 
 from onnxbridge._adapter import Adapter, Exported, ExportRequest  # writing adapters
-from onnxbridge._artifact import Artifact, load  # the exported model and loading one
+from onnxbridge._artifact import Artifact  # the exported model
 from onnxbridge._axes import DynamicAxesSpec  # what export(dynamic_axes=...) takes
+from onnxbridge._composite import EncoderDecoderArtifact  # two graphs that generate together
 from onnxbridge._errors import (  # every failure is an OnnxBridgeError
     ExportError,
     InferenceError,
@@ -29,6 +30,7 @@ from onnxbridge._errors import (  # every failure is an OnnxBridgeError
     WebExportError,
 )
 from onnxbridge._export import export  # the entry point
+from onnxbridge._loading import load  # loading a saved model
 from onnxbridge._providers import ProviderSpec  # what session(providers=...) takes
 from onnxbridge._registry import register_adapter, supported_frameworks  # the adapter registry
 from onnxbridge._session import InputSpec, ProviderFallbackWarning, Session  # running
@@ -36,6 +38,7 @@ from onnxbridge._validation import Check, OutputComparison, ValidationReport  # 
 from onnxbridge._version import __version__
 from onnxbridge.quantize import (  # quantization and optimization results
     Candidate,
+    GenerationQuality,
     OptimizationReport,
     OutputAccuracy,
     QuantizationMode,
@@ -48,6 +51,7 @@ __all__ = [
     "export",
     "load",
     "Artifact",
+    "EncoderDecoderArtifact",
     "Session",
     "__version__",
     # Arguments
@@ -57,6 +61,7 @@ __all__ = [
     # Results and reports
     "Candidate",
     "Check",
+    "GenerationQuality",
     "InputSpec",
     "OptimizationReport",
     "OutputAccuracy",

@@ -66,6 +66,8 @@ class Exported:
             shown in validation reports and saved in the file's metadata.
         generation: For a decoder exported with its KV cache: special tokens and the source's
             greedy tokens on fixed prompts (what :meth:`Artifact.generate` and validation use).
+        components: For exports of more than one graph (an encoder and a decoder), each graph
+            by role; ``model`` is then the main one (the decoder).
     """
 
     model: onnx.ModelProto
@@ -79,6 +81,7 @@ class Exported:
     notes: list[str] = field(default_factory=list)
     properties: dict[str, str] = field(default_factory=dict)
     generation: GenerationSpec | None = None
+    components: dict[str, Exported] | None = None
 
 
 @runtime_checkable

@@ -149,11 +149,12 @@ class Artifact:
             quantized=self.quantization.mode.value if self.quantization is not None else None,
             facts=self.properties,
         )
-        if self.generation is not None:
+        spec = self.generation
+        if spec is not None:
             report.checks.append(
                 _generation.check_generation(
-                    lambda: self.session(providers=["cpu"]),
-                    self.generation,
+                    lambda record: _generation.replay(self.session(providers=["cpu"]), spec)(record),
+                    spec,
                     rtol=report.rtol,
                     atol=report.atol,
                     quantized=self.quantization.mode.value if self.quantization is not None else None,

@@ -7,6 +7,7 @@ from typing import Any
 
 from onnxbridge._artifact import Artifact
 from onnxbridge._axes import DynamicAxesSpec
+from onnxbridge._composite import EncoderDecoderArtifact
 from onnxbridge._convert import convert
 
 __all__ = ["export"]
@@ -41,7 +42,8 @@ def export(
             for PyTorch.
 
     Returns:
-        The :class:`Artifact`.
+        The :class:`Artifact`; for an encoder-decoder ``transformers`` model exported for
+        generation, an :class:`EncoderDecoderArtifact` (an artifact holding both graphs).
 
     Raises:
         UnsupportedModelError: No adapter converts this model.
@@ -49,15 +51,14 @@ def export(
         InputError: The sample, names or axes do not fit the model.
         ExportError: The exporter failed (the message names the operator and opset).
     """
-    return Artifact(
-        convert(
-            model,
-            sample,
-            dynamic_axes,
-            input_names=input_names,
-            output_names=output_names,
-            opset=opset,
-            framework=framework,
-            **adapter_options,
-        )
+    exported = convert(
+        model,
+        sample,
+        dynamic_axes,
+        input_names=input_names,
+        output_names=output_names,
+        opset=opset,
+        framework=framework,
+        **adapter_options,
     )
+    return EncoderDecoderArtifact(exported) if exported.components else Artifact(exported)

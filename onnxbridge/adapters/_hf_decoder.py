@@ -12,7 +12,11 @@ past) and every later step (one token, the past fed back).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import inspect
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,37 +143,19 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
     sample = _sample(torch, model, layout, position_ids)
     axes = _axes(names, out_names)
     opset = choose_opset(request.opset)
-    dims = {
-        BATCH: torch.export.Dim(BATCH),
-        SEQUENCE: torch.export.Dim(SEQUENCE),
-        PAST: torch.export.Dim(PAST, min=0),
-        TOTAL: torch.export.Dim("total_sequence_length"),
-    }
-    shapes = tuple({axis: dims[dim] for axis, dim in axes[name].items()} for name in names)
-    extra = dict(request.options.get("export_kwargs", {}))
-    try:
-        with inference(step), captured_warnings(notes, "dynamo"):
-            program = torch.onnx.export(
-                step,
-                tuple(sample),
-                dynamo=True,
-                verbose=False,
-                input_names=names,
-                output_names=out_names,
-                opset_version=opset,
-                dynamic_shapes={"inputs": shapes},
-                **extra,
-            )
-    except Exception as err:
-        raise ExportError(
-            f"Exporting {type(model).__name__} with its KV cache (opset {opset}) failed in torch.onnx's dynamo "
-            f"exporter: {summary(err)}. Try another opset (opset=...), or export without the cache "
-            "(model.config.use_cache = False, with a sample)."
-        ) from err
-    proto = program.model_proto
-    fixed = _graph.declare_axes(proto, axes)
-    if fixed:
-        raise ExportError(f"the exporter fixed dynamic axes of {type(model).__name__}: " + "; ".join(fixed))
+    proto = export_graph(
+        torch,
+        step,
+        sample,
+        names,
+        out_names,
+        axes,
+        opset,
+        notes,
+        what=f"{type(model).__name__} with its KV cache",
+        hint="or export without the cache (model.config.use_cache = False, with a sample)",
+        extra=dict(request.options.get("export_kwargs", {})),
+    )
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
 
     def reference(inputs: Feeds) -> Feeds:
@@ -205,6 +191,54 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
     )
 
 
+def export_graph(
+    torch: Any,
+    module: Any,
+    values: list[Any],
+    names: list[str],
+    outputs: list[str],
+    axes: DynamicAxes,
+    opset: int,
+    notes: list[str],
+    *,
+    what: str,
+    hint: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """One wrapper module through the dynamo exporter with transformers' patches; axes named and checked.
+
+    Every dimension name becomes one ``torch.export.Dim``; past lengths may be 0.
+    """
+    dims = {
+        dim: torch.export.Dim(re.sub(r"\W+", "_", dim), min=0 if dim.startswith("past_") else None)
+        for dim in sorted({d for name in names for d in axes[name].values()})
+    }
+    shapes = tuple({axis: dims[dim] for axis, dim in axes[name].items()} for name in names)
+    try:
+        with inference(module), captured_warnings(notes, "dynamo"), transformers_patches():
+            program = torch.onnx.export(
+                module,
+                tuple(values),
+                dynamo=True,
+                verbose=False,
+                input_names=names,
+                output_names=outputs,
+                opset_version=opset,
+                dynamic_shapes={"inputs": shapes},
+                **(extra or {}),
+            )
+    except Exception as err:
+        raise ExportError(
+            f"Exporting {what} (opset {opset}) failed in torch.onnx's dynamo exporter: {summary(err)}. "
+            f"Try another opset (opset=...){', ' + hint if hint else ''}."
+        ) from err
+    proto = program.model_proto
+    fixed = _graph.declare_axes(proto, axes)
+    if fixed:
+        raise ExportError(f"the exporter fixed dynamic axes of {what}: " + "; ".join(fixed))
+    return proto
+
+
 def _sample(torch: Any, model: Any, layout: CacheLayout, position_ids: bool) -> list[Any]:
     """Batch 2, 3 new tokens after a past of 5: sizes distinct so the exporter cannot confuse them."""
     batch, new, past = 2, 3, 5
@@ -236,13 +270,37 @@ def _axes(inputs: list[str], outputs: list[str]) -> DynamicAxes:
     return axes
 
 
+def special_tokens(model: Any) -> tuple[tuple[int, ...], int | None]:
+    """EOS ids and the pad id from the generation config (then the model config); pad falls back to EOS."""
+    config, text = model.generation_config, model.config.get_text_config()
+    eos = config.eos_token_id if config.eos_token_id is not None else text.eos_token_id
+    eos_ids = () if eos is None else ((int(eos),) if isinstance(eos, int) else tuple(int(t) for t in eos))
+    pad = config.pad_token_id if config.pad_token_id is not None else text.pad_token_id
+    return eos_ids, int(pad) if pad is not None else (eos_ids[0] if eos_ids else None)
+
+
+@contextlib.contextmanager
+def transformers_patches() -> Iterator[None]:
+    """Transformers' own fixes for torch.onnx while exporting (non-contiguous reshapes, ...), where it has them.
+
+    ``transformers.exporters`` (transformers 5) registers reversible patches for the ONNX
+    backend; they are installed only for the duration of the block.
+    """
+    try:
+        importlib.import_module("transformers.exporters.exporter_onnx")  # registers the ONNX patches
+        from transformers.exporters.utils import apply_patches
+    except ImportError:
+        patches: Any = contextlib.nullcontext()
+    else:
+        patches = apply_patches("onnx")
+    with patches:
+        yield
+
+
 def generation_spec(torch: Any, transformers: Any, model: Any, sample: Any) -> GenerationSpec:
     """The model's special tokens and its greedy tokens on fixed prompts (the user's, or made up)."""
     config = model.generation_config
-    eos = config.eos_token_id if config.eos_token_id is not None else model.config.get_text_config().eos_token_id
-    eos_ids = () if eos is None else ((int(eos),) if isinstance(eos, int) else tuple(int(t) for t in eos))
-    pad = config.pad_token_id if config.pad_token_id is not None else model.config.get_text_config().pad_token_id
-    pad = int(pad) if pad is not None else (eos_ids[0] if eos_ids else None)
+    eos_ids, pad = special_tokens(model)
     input_ids, attention_mask = _prompts(model, sample, set(eos_ids) | {pad} - {None}, pad or 0)
     plain = transformers.GenerationConfig(
         max_new_tokens=RECORD_STEPS,

@@ -18,8 +18,8 @@ from typing import Any
 from onnxbridge._adapter import Exported, ExportRequest, check_options
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._deps import require
-from onnxbridge._errors import InputError, UnsupportedModelError
-from onnxbridge.adapters import _hf_decoder
+from onnxbridge._errors import InputError
+from onnxbridge.adapters import _hf_decoder, _hf_seq2seq
 from onnxbridge.adapters.pytorch import TorchAdapter
 
 _OPTIONS = ("task", "exporter", "export_kwargs")
@@ -83,11 +83,9 @@ class TransformersAdapter:
                 raise InputError("task='text-generation' exports with the dynamo exporter only; drop exporter=.")
             return _hf_decoder.export_decoder(model, request, notes)
         if task in ENCODER_DECODER_TASKS and model.config.is_encoder_decoder:
-            raise UnsupportedModelError(
-                f"Exporting {type(model).__name__} for {task!r} (an encoder and a decoder with its cache) is not "
-                "supported yet. Export it without the cache instead: model.config.use_cache = False and a sample "
-                "with input_ids and decoder_input_ids (every new token then recomputes the whole prefix)."
-            )
+            if request.options.get("exporter", "auto") not in ("auto", "dynamo"):
+                raise InputError(f"task={task!r} exports with the dynamo exporter only; drop exporter=.")
+            return _hf_seq2seq.export_seq2seq(model, request, task, notes)
         return self._export_forward(model, request, task, notes)
 
     def _export_forward(self, model: Any, request: ExportRequest, task: str, notes: list[str]) -> Exported:

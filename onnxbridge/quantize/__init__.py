@@ -12,6 +12,7 @@ from __future__ import annotations
 from onnxbridge.quantize._data import Reference
 from onnxbridge.quantize._types import (
     Candidate,
+    GenerationQuality,
     OptimizationReport,
     OutputAccuracy,
     QuantizationMode,
@@ -20,6 +21,7 @@ from onnxbridge.quantize._types import (
 
 __all__ = [
     "Candidate",
+    "GenerationQuality",
     "OptimizationReport",
     "OutputAccuracy",
     "QuantizationMode",

@@ -138,11 +138,17 @@ def _recipe(
         )
     if mode is QuantizationMode.STATIC:
         return StaticQdq(samples, per_channel=channel, op_types=list(op_types) if op_types else None, method=method)
+    # A decoder with a cache runs one token per row at a time, where int8 compute inside MatMulNBits is fastest.
+    one_row = any(name.startswith("past_key_values.") for name in artifact.input_names)
     if mode is QuantizationMode.WEIGHT_ONLY:
-        return WeightOnly(bits=bits, block_size=block_size, embeddings=True)
+        return WeightOnly(bits=bits, block_size=block_size, embeddings=True, one_row=one_row)
     if mode in (QuantizationMode.INT4, QuantizationMode.INT8_WEIGHT):
         return WeightOnly(
-            bits=4 if mode is QuantizationMode.INT4 else 8, block_size=block_size, embeddings=True, mode=mode
+            bits=4 if mode is QuantizationMode.INT4 else 8,
+            block_size=block_size,
+            embeddings=True,
+            mode=mode,
+            one_row=one_row,
         )
     from onnxbridge.quantize import _qat
 
