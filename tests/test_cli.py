@@ -150,7 +150,7 @@ def test_run_writes_outputs_as_npz(files, tmp_path):
     [
         (("inspect", "missing.onnx"), "No such model file"),
         (("inspect", "{folder}/notes.onnx"), "ModelFileError"),
-        (("quantize", "{folder}/mlp.onnx", "-o", "{folder}/q.onnx", "--mode", "int4"), "--mode 'int4'"),
+        (("quantize", "{folder}/mlp.onnx", "-o", "{folder}/q.onnx", "--mode", "int3"), "--mode 'int3'"),
         (("bench", "{folder}/mlp.onnx", "--shape", "input=4by8"), "expected name=DIMxDIMx"),
         (
             (

@@ -264,6 +264,12 @@ def test_unknown_and_impossible_tasks_are_refused_listing_the_model_s_tasks():
     assert "text-classification, feature-extraction" in str(impossible.value)
 
 
+def test_generation_exports_refuse_axes_and_names_they_set_themselves():
+    model = transformers.LlamaForCausalLM(CONFIGS["llama"]())
+    with pytest.raises(ob.InputError, match="does not take dynamic_axes"):
+        ob.export(model, dynamic_axes="batch")
+
+
 def test_a_cache_kind_onnxbridge_cannot_flatten_is_refused_naming_it_and_the_workaround():
     class OddCache:
         pass

@@ -78,6 +78,14 @@ class TransformersAdapter:
                 f"(e.g. AutoModelForCausalLM for text-generation)."
             )
         notes: list[str] = []
+        generating = task == "text-generation" or (task in ENCODER_DECODER_TASKS and model.config.is_encoder_decoder)
+        given = [k for k in ("dynamic_axes", "input_names", "output_names") if getattr(request, k) is not None]
+        if generating and given:
+            raise InputError(
+                f"task={task!r} names its graphs' inputs, outputs and dynamic axes itself (input_ids, "
+                f"past_key_values.{{i}}.key, ... with batch_size, sequence_length and past_sequence_length axes), "
+                f"so it does not take {', '.join(given)}; drop {'it' if len(given) == 1 else 'them'}."
+            )
         if task == "text-generation":
             if request.options.get("exporter", "auto") not in ("auto", "dynamo"):
                 raise InputError("task='text-generation' exports with the dynamo exporter only; drop exporter=.")
