@@ -135,6 +135,13 @@ class Artifact:
         """
         dtypes = _graph.input_dtypes(self.model)
         extra = [as_feeds(s, self.input_names, f"samples[{i}]", dtypes) for i, s in enumerate(samples or [])]
+        opened: list[Session] = []
+
+        def session() -> Session:  # one CPU session for every check that runs the model
+            if not opened:
+                opened.append(self.session(providers=["cpu"]))
+            return opened[0]
+
         report = _validation.validate(
             self.model,
             path=self._model_file(),
@@ -142,7 +149,7 @@ class Artifact:
             sample=self._sample,
             source=self._reference,
             recorded=self._reference_outputs,
-            session=lambda: self.session(providers=["cpu"]),
+            session=session,
             samples=extra,
             rtol=rtol,
             atol=atol,
@@ -153,7 +160,7 @@ class Artifact:
         if spec is not None:
             report.checks.append(
                 _generation.check_generation(
-                    lambda record: _generation.replay(self.session(providers=["cpu"]), spec)(record),
+                    lambda record: _generation.replay(session(), spec)(record),
                     spec,
                     rtol=report.rtol,
                     atol=report.atol,

@@ -79,11 +79,12 @@ def cache_pairs(session: Session, required: Sequence[str]) -> list[tuple[str, st
         for name in names
         if name.startswith(PAST) and not name.endswith((".encoder.key", ".encoder.value"))
     ]
-    missing = [n for n in required if n not in names]
+    missing = [] if pairs else ["past_key_values.* inputs"]
+    missing += [n for n in required if n not in names]
     missing += [n for n in ["logits", *(out for _, out in pairs)] if n not in outputs]
-    if missing or not pairs:
+    if missing:
         raise InputError(
-            f"This model cannot generate: it lacks {', '.join(missing) or 'past_key_values.* inputs'}. "
+            f"This model cannot generate: it lacks {', '.join(missing)}. "
             "generate() needs a decoder exported with its KV cache: "
             "ob.export(model, task='text-generation') for a transformers causal LM."
         )

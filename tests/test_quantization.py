@@ -292,8 +292,8 @@ def test_impossible_tolerance_raises_quantization_error_with_what_was_tried(cnn,
 
 # -- bad input --------------------------------------------------------------------------------
 def test_unknown_mode_is_refused(cnn):
-    with pytest.raises(ob.InputError, match=r"Unknown quantization mode 'int4'"):
-        cnn[1].quantize("int4")
+    with pytest.raises(ob.InputError, match=r"Unknown quantization mode 'int3'"):
+        cnn[1].quantize("int3")
 
 
 def test_mode_takes_the_public_enum(cnn):
