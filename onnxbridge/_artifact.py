@@ -157,11 +157,21 @@ class Artifact:
             facts=self.properties,
         )
         spec = self.generation
-        if spec is not None:
+        replay = (lambda record: _generation.replay(session(), spec)(record)) if spec is not None else None
+        return self._conclude(report, replay, raise_on_failure)
+
+    def _conclude(
+        self,
+        report: _validation.ValidationReport,
+        replay: Callable[[_generation.GreedyRecord], _generation.Generated] | None,
+        raise_on_failure: bool,
+    ) -> _validation.ValidationReport:
+        """Add the generation check (when there is something to replay), keep the report, raise on failure."""
+        if self.generation is not None and replay is not None:
             report.checks.append(
                 _generation.check_generation(
-                    lambda record: _generation.replay(session(), spec)(record),
-                    spec,
+                    replay,
+                    self.generation,
                     rtol=report.rtol,
                     atol=report.atol,
                     quantized=self.quantization.mode.value if self.quantization is not None else None,

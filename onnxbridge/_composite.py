@@ -106,21 +106,7 @@ class EncoderDecoderArtifact(Artifact):
             report.comparisons += [replace(c, case=f"{role} {c.case}") for c in part.comparisons]
             report.errors += [f"{role} {e}" for e in part.errors]
             report.skipped += [f"{role} {s}" for s in part.skipped]
-        spec = self.generation
-        if spec is not None:
-            report.checks.append(
-                _generation.check_generation(
-                    self._replay,
-                    spec,
-                    rtol=report.rtol,
-                    atol=report.atol,
-                    quantized=self.quantization.mode.value if self.quantization is not None else None,
-                )
-            )
-        self.validation = report
-        if not report.ok and raise_on_failure:
-            raise _validation.failure(report, self.framework)
-        return report
+        return self._conclude(report, self._replay, raise_on_failure)
 
     def _replay(self, record: _generation.GreedyRecord) -> _generation.Generated:
         if record.encoder_inputs is None or self.generation is None:
@@ -252,18 +238,29 @@ class EncoderDecoderArtifact(Artifact):
         raise InputError("to_web() runs single-graph models; an encoder-decoder needs a generation loop in the page.")
 
     def _rebuilt(self, parts: Mapping[str, Artifact]) -> EncoderDecoderArtifact:
+        return EncoderDecoderArtifact.assemble(parts, self.generation, self.export_notes, self.properties)
+
+    @classmethod
+    def assemble(
+        cls,
+        parts: Mapping[str, Artifact],
+        generation: _generation.GenerationSpec | None,
+        notes: Sequence[str] = (),
+        properties: Mapping[str, str] | None = None,
+    ) -> EncoderDecoderArtifact:
+        """The pair from its two graphs; the facts it shows are the decoder's."""
         decoder = parts["decoder"]
         exported = Exported(
             model=decoder.model,
-            framework=self.framework,
-            framework_version=self.framework_version,
-            exporter=self.exporter,
+            framework=decoder.framework,
+            framework_version=decoder.framework_version,
+            exporter=decoder.exporter,
             dynamic_axes=decoder.dynamic_axes,
-            notes=list(self.export_notes),
-            properties={**self.properties, **decoder.properties},
-            generation=self.generation,
+            notes=list(notes or decoder.export_notes),
+            properties={**(properties or {}), **decoder.properties},
+            generation=generation,
         )
-        return EncoderDecoderArtifact(exported, components=parts)
+        return cls(exported, components=parts)
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None, reference: bool = True) -> Path:
@@ -323,18 +320,7 @@ class EncoderDecoderArtifact(Artifact):
                     spec.record.encoder_inputs = {k: stored[k] for k in stored.files}
             elif spec.record is not None:
                 spec.record = None  # tokens without the inputs they came from cannot be replayed
-        decoder = parts["decoder"]
-        exported = Exported(
-            model=decoder.model,
-            framework=decoder.framework,
-            framework_version=decoder.framework_version,
-            exporter=decoder.exporter,
-            dynamic_axes=decoder.dynamic_axes,
-            notes=list(decoder.export_notes),
-            properties=dict(decoder.properties),
-            generation=spec,
-        )
-        return cls(exported, components=parts)
+        return cls.assemble(parts, spec)
 
 
 def _options(**given: Any) -> dict[str, Any]:
