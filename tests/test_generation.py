@@ -275,9 +275,10 @@ def test_a_cache_kind_onnxbridge_cannot_flatten_is_refused_naming_it_and_the_wor
         pass
 
     class OddLlama(transformers.LlamaForCausalLM):
-        def forward(self, *args, **kwargs):
-            out = super().forward(*args, **kwargs)
-            out.past_key_values = OddCache()
+        def forward(self, input_ids=None, attention_mask=None, **kwargs):
+            out = super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            if out.past_key_values is not None:
+                out.past_key_values = OddCache()
             return out
 
     model = OddLlama(CONFIGS["llama"]()).eval()
@@ -285,6 +286,11 @@ def test_a_cache_kind_onnxbridge_cannot_flatten_is_refused_naming_it_and_the_wor
         ob.export(model, task="text-generation")
     assert "use_cache = False" in str(caught.value)
     assert "O(n^2)" in str(caught.value)
+    model.config.use_cache = False  # the workaround the message gives works
+    ids = torch.randint(0, 128, (2, 6))
+    art = ob.export(model, {"input_ids": ids}, {"input_ids": {0: "batch", 1: "sequence"}}, task="feature-extraction")
+    assert art.output_names == ["logits"]
+    assert art.validate().ok
 
 
 # -- weight-only quantization of a decoder that has learned something -------------------------

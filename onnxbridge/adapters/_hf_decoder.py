@@ -61,7 +61,8 @@ def probe_cache(torch: Any, transformers: Any, model: Any) -> CacheLayout:
     cache = getattr(out, "past_key_values", None)
     name = type(model).__name__
     workaround = (
-        "Export without the cache instead (model.config.use_cache = False, and pass a sample): every new token "
+        "Export without the cache instead (model.config.use_cache = False, then ob.export(model, sample, "
+        "task='feature-extraction')): every new token "
         "then recomputes the whole prefix, so generating n tokens costs O(n^2) instead of O(n)."
     )
     if cache is None:
@@ -153,7 +154,7 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
         opset,
         notes,
         what=f"{type(model).__name__} with its KV cache",
-        hint="or export without the cache (model.config.use_cache = False, with a sample)",
+        hint="or export without the cache (model.config.use_cache = False, then a sample and task='feature-extraction')",
         extra=dict(request.options.get("export_kwargs", {})),
     )
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
