@@ -119,7 +119,7 @@ class EncoderDecoderArtifact(Artifact):
             dict(record.encoder_inputs),
             decoder_input_ids=record.input_ids,
             keep_logits=True,
-            **_options(max_new_tokens=record.steps),
+            max_new_tokens=record.steps,
         )
 
     # -- running --------------------------------------------------------------------------
@@ -203,16 +203,14 @@ class EncoderDecoderArtifact(Artifact):
             self.generation,
             feeds,
             decoder_input_ids=decoder_input_ids,
-            **_options(
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                seed=seed,
-                eos_token_id=eos_token_id,
-                pad_token_id=pad_token_id,
-            ),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
         ).tokens
 
     # -- derived artifacts ----------------------------------------------------------------
@@ -321,20 +319,6 @@ class EncoderDecoderArtifact(Artifact):
             elif spec.record is not None:
                 spec.record = None  # tokens without the inputs they came from cannot be replayed
         return cls.assemble(parts, spec)
-
-
-def _options(**given: Any) -> dict[str, Any]:
-    defaults: dict[str, Any] = {
-        "max_new_tokens": 32,
-        "do_sample": False,
-        "temperature": 1.0,
-        "top_k": None,
-        "top_p": None,
-        "seed": None,
-        "eos_token_id": None,
-        "pad_token_id": None,
-    }
-    return {**defaults, **given}
 
 
 def _replaceable(folder: Path) -> bool:

@@ -152,16 +152,16 @@ class Settings:
 def settings(
     spec: GenerationSpec,
     *,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    seed: int | None,
-    eos_token_id: int | Sequence[int] | None,
-    pad_token_id: int | None,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
 ) -> Settings:
-    """Checked settings; defaults from the model's generation config."""
+    """Checked settings (the defaults of :meth:`Artifact.generate`); tokens default to the model's."""
     _check_settings(max_new_tokens, temperature, top_k, top_p)
     eos = spec.eos_token_id if eos_token_id is None else _ids(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else spec.pad_token_id
