@@ -89,6 +89,10 @@ class ValidationReport:
     """Resized variants that the source model itself refused (not a failure of the export)."""
     facts: dict[str, str] = field(default_factory=dict)
     """Export facts that matter when reading the figures, e.g. ``{"precision": "float32"}``."""
+    distinct_rows: int | None = None
+    """How many different input rows (batch entries) the parity cases held, over all cases."""
+    sample_only: bool = False
+    """The rows came from the export sample alone, and ``samples=`` could add real ones."""
 
     @property
     def ok(self) -> bool:
@@ -125,6 +129,7 @@ class ValidationReport:
             "max_abs_error": worst,
             **({"skipped": self.skipped} if self.skipped else {}),
             **({"facts": self.facts} if self.facts else {}),
+            **({"distinct_rows": self.distinct_rows} if self.distinct_rows is not None else {}),
         }
 
     def __str__(self) -> str:
@@ -149,7 +154,17 @@ class ValidationReport:
             ]
             lines += text_table(header, rows)
         lines += [f"  skipped {case}" for case in self.skipped]
+        if self.distinct_rows is not None:
+            lines.append(f"  compared {self.distinct_rows} distinct input row(s)" + self._rows_hint())
         return "\n".join(lines)
+
+    def _rows_hint(self) -> str:
+        if not self.sample_only or self.distinct_rows is None or self.distinct_rows >= FEW_ROWS:
+            return ""
+        return (
+            ": the export sample and copies of it resized. Pass validate(samples=[X]) with real rows (a "
+            "held-out set) to check the model where it will be used."
+        )
 
     def to_json(self) -> str:
         """The summary as a JSON string."""
@@ -314,6 +329,33 @@ def check_parity(
     return Check(PARITY, True, detail), comparisons, errors
 
 
+# Fewer distinct rows than this from the export sample alone, and the report says to pass samples=.
+FEW_ROWS = 32
+
+
+def distinct_rows(cases: Iterable[tuple[str, Feeds]]) -> int | None:
+    """How many different batch entries ``cases`` hold (all inputs of a row together), or None.
+
+    None when the inputs of a case do not share a first axis (nothing to call a row).
+    """
+    seen: set[tuple[bytes, ...]] = set()
+    for _, feeds in cases:
+        arrays = [np.asarray(v) for v in feeds.values()]
+        if not arrays or any(a.ndim == 0 or len(a) != len(arrays[0]) for a in arrays):
+            return None
+        for i in range(len(arrays[0])):
+            seen.add(tuple(_row_bytes(a[i]) for a in arrays))
+    return len(seen)
+
+
+def _row_bytes(row: np.ndarray) -> bytes:
+    if row.dtype.kind == "O":
+        return repr(row.tolist()).encode()
+    if row.dtype.kind == "f":  # the same row given as float64 and as float32 is one row
+        row = row.astype(np.float32)
+    return str(row.shape).encode() + np.ascontiguousarray(row).tobytes()
+
+
 # Default (rtol, atol) for validate(): an export, or a quantized artifact by its mode. Quantized
 # outputs differ from the source by design; these bounds catch a broken graph, not int8 error
 # (quantize() measures that against the parent).
@@ -386,6 +428,8 @@ def validate(
         report.errors.append(str(err))
         return report
     made_up = {case for case, _ in cases if case not in ("sample", "recorded sample") and "[" not in case}
+    report.distinct_rows = distinct_rows(cases)
+    report.sample_only = source is not None and not samples
     check, comparisons, errors = check_parity(
         runner, cases, reference, report.rtol, report.atol, optional=made_up, skipped=report.skipped
     )

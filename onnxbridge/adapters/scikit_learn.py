@@ -9,16 +9,14 @@ What this adapter does for the user, beyond calling ``skl2onnx.convert_sklearn``
   so they work alone and as the last step of a pipeline;
 * opsets per domain that skl2onnx, onnx and the installed onnxruntime all support;
 * skl2onnx 1.20 with onnx 1.23 fails on HistGradientBoosting ("Expected an int, got a
-  boolean"); :func:`_skl2onnx_compat` fixes the attribute values it passes to onnx.
+  boolean"); :mod:`._skl2onnx_fixes` fixes the attribute values it passes to onnx.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +27,7 @@ from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._deps import require
 from onnxbridge._errors import ExportError, InputError, UnsupportedModelError, first_line
+from onnxbridge.adapters import _skl2onnx_fixes, _sklearn_converters, _sklearn_outputs
 
 _OPTIONS = ("precision", "options")
 _PRECISIONS = {"float32": np.float32, "float64": np.float64}
@@ -63,35 +62,45 @@ class SklearnAdapter:
         sklearn = _sklearn()
         skl2onnx = require("skl2onnx", purpose="Converting a scikit-learn model", extra="sklearn")
         check_options(request.options, _OPTIONS, "scikit-learn")
-        precision = request.options.get("precision", "float32")
-        if precision not in _PRECISIONS:
-            raise InputError(f"precision={precision!r}: expected 'float32' or 'float64'.")
+        precision, why = _precision(model, request.options.get("precision"))
         try:
             sklearn.utils.validation.check_is_fitted(model)
         except sklearn.exceptions.NotFittedError as err:
             raise InputError(
                 f"This {type(model).__name__} is not fitted yet. Call fit(X, y) before exporting it."
             ) from err
+        _refuse_unrepresentable(model)
         _register_boosters(model)
+        _sklearn_converters.register()
         table = _Table.from_sample(model, request.sample, np.dtype(_PRECISIONS[precision]), request.input_names)
         _check_axes(request.dynamic_axes)
         opsets = _opsets(skl2onnx, request.opset)
-        options = dict(request.options.get("options", {}))
-        final = _final_estimator(model)
-        if sklearn.base.is_classifier(final):
-            options.setdefault(id(final), {}).setdefault("zipmap", False)
+        options = _sklearn_outputs.converter_options(model, request.options.get("options", {}))
         notes: list[str] = []
         proto = _convert(skl2onnx, model, table, opsets, options, notes)
+        redeclared = _skl2onnx_fixes.fix_declared_outputs(proto, functools.partial(table.rows, request.sample))
+        if redeclared:
+            notes.append(f"output shapes redeclared as onnxruntime computes them: {', '.join(redeclared)}")
+        outputs = _sklearn_outputs.plan(model, len(proto.graph.output))
+        _sklearn_outputs.name_scores(proto, model, outputs)
         out_names = _rename_outputs(proto, request.output_names)
         axes: DynamicAxes = {name: {0: "batch"} for name in [*table.names, *out_names]}
         fixed = _graph.declare_axes(proto, axes)
         if fixed:
             raise ExportError("skl2onnx fixed the batch axis: " + "; ".join(fixed))
         sample = table.feeds(request.sample) if request.sample is not None else None
-        reference = _Reference(model, table, proto)
-        notes.insert(0, f"precision {precision}: numeric inputs are {table.float_dtype.name}")
-        if precision == "float32":
-            notes[0] += "; pass precision='float64' if tree thresholds or large feature values drift"
+        reference = _sklearn_outputs.Reference(model, table.source_input, proto, outputs) if outputs.kind else None
+        notes.insert(0, f"precision {precision}: numeric inputs are {table.float_dtype.name}{why}")
+        ours = sorted({type(step).__name__ for step in [model, *_steps(model)]} & set(_sklearn_converters.added()))
+        if ours:
+            notes.append(f"converted with onnxbridge's own converter for {', '.join(ours)} (skl2onnx has none)")
+        if outputs.kind:
+            compared = ", ".join(
+                f"{name} with {method}()" for name, method in zip(out_names, outputs.methods, strict=True)
+            )
+            notes.append(f"validation compares {compared}")
+        else:
+            notes.append(f"validation has no {type(model).__name__} method to compare these outputs with")
         return Exported(
             model=proto,
             framework="sklearn",
@@ -99,8 +108,8 @@ class SklearnAdapter:
             exporter=f"skl2onnx {skl2onnx.__version__}",
             dynamic_axes=axes,
             sample=sample,
-            reference=reference if reference.kind else None,
-            reference_outputs=reference(sample) if sample is not None and reference.kind else None,
+            reference=reference,
+            reference_outputs=reference.on_sample(sample) if sample is not None and reference else None,
             notes=notes,
             properties={"precision": precision},
         )
@@ -182,6 +191,16 @@ class _Table:
             for name, column, dtype in zip(self.names, self.columns, self.dtypes, strict=True)
         }
 
+    def rows(self, sample: Any, n: int) -> Feeds:
+        """``n`` rows of inputs: the sample's first row repeated, or zeros (empty strings) without one."""
+        if sample is not None:
+            return {name: np.repeat(value[:1], n, axis=0) for name, value in self.feeds(sample).items()}
+        width = 1 if self.columns is not None else self.n_features
+        return {
+            name: np.zeros((n, width), dtype) if dtype.kind == "f" else np.full((n, width), "", dtype=object)
+            for name, dtype in zip(self.names, self.dtypes, strict=True)
+        }
+
     def source_input(self, feeds: Feeds) -> Any:
         """What the estimator itself takes: the matrix, or the DataFrame rebuilt with its dtypes."""
         if self.columns is None:
@@ -218,6 +237,42 @@ def _check_axes(spec: Any) -> None:
     )
 
 
+# -- precision and what cannot be converted -------------------------------------------------------
+def _precision(model: Any, requested: Any) -> tuple[str, str]:
+    """The precision to export with, and why when onnxbridge chose it."""
+    if requested is not None:
+        if requested not in _PRECISIONS:
+            raise InputError(f"precision={requested!r}: expected 'float32' or 'float64'.")
+        return requested, ""
+    exact = _needs_float64(model)
+    if exact:
+        return "float64", f" (chosen because {exact}; precision='float32' overrides it)"
+    return "float32", "; pass precision='float64' if tree thresholds or large feature values drift"
+
+
+def _needs_float64(model: Any) -> str:
+    """Why a model is only exact with float64 inputs ('' when float32 serves)."""
+    for step in [model, *_steps(model)]:
+        name = type(step).__name__
+        if name == "QuantileTransformer":
+            return "QuantileTransformer interpolates between tied quantiles, which float32 inputs shift"
+        normalization = getattr(step, "normalization_", None)
+        if name == "Nystroem" and normalization is not None and np.linalg.cond(normalization) > 1e3:
+            cond = np.linalg.cond(normalization)
+            return f"Nystroem's normalization is ill-conditioned (condition number {cond:.1g}), which float32 amplifies"
+        categories = getattr(step, "categories_", None)
+        if categories is not None and any(np.asarray(c).dtype.kind == "f" for c in categories):
+            return f"{name} has float categories, which float32 inputs no longer match"
+    return ""
+
+
+def _refuse_unrepresentable(model: Any) -> None:
+    for step in [model, *_steps(model)]:
+        reason = _sklearn_converters.unsupported_reason(step)
+        if reason:
+            raise UnsupportedModelError(f"{type(step).__name__} cannot be exported to ONNX: {reason}")
+
+
 # -- conversion -----------------------------------------------------------------------------------
 def _opsets(skl2onnx: Any, requested: int | None) -> dict[str, int]:
     import onnx
@@ -225,12 +280,6 @@ def _opsets(skl2onnx: Any, requested: int | None) -> dict[str, int]:
     tested = int(getattr(skl2onnx, "__max_supported_opset__", onnx.defs.onnx_opset_version()))
     main = _runtime.choose_opset(requested, preferred=tested, converter=f"skl2onnx {skl2onnx.__version__}")
     return {"": main, "ai.onnx.ml": _runtime.max_opset("ai.onnx.ml")}
-
-
-def _final_estimator(model: Any) -> Any:
-    while hasattr(model, "steps"):
-        model = model.steps[-1][1]
-    return model
 
 
 def _convert(
@@ -241,7 +290,7 @@ def _convert(
     double = table.float_dtype == np.float64
     while True:
         try:
-            with _skl2onnx_compat(double):
+            with _skl2onnx_fixes.compat(double):
                 proto = skl2onnx.convert_sklearn(
                     model, initial_types=table.initial_types(), target_opset=opsets, options=options or None
                 )
@@ -263,8 +312,8 @@ def _convert(
                 f"{first_line(err)}. Try another opset "
                 "(opset=...) or precision='float32'."
             ) from err
-    _fix_double_trees(proto)
-    _fix_opset_imports(proto, opsets)
+    _skl2onnx_fixes.fix_double_trees(proto)
+    _skl2onnx_fixes.fix_opset_imports(proto, opsets)
     return proto
 
 
@@ -278,122 +327,6 @@ def _unregistered(model: Any) -> list[str]:
             if name not in found:
                 found.append(name)
     return found
-
-
-def _fix_double_trees(proto: Any) -> None:
-    """Give double-precision tree ensembles the float outputs ONNX defines, cast back to double.
-
-    ``ai.onnx.ml`` TreeEnsembleRegressor/Classifier accept double thresholds (``*_as_tensor``)
-    but always output float scores; skl2onnx 1.20 wires them straight into double tensors.
-    Each such output is renamed and followed by a Cast to double, so the graph's types hold.
-    """
-    from onnx import TensorProto, helper
-
-    declared = {v.name: v.type.tensor_type.elem_type for v in [*proto.graph.output, *proto.graph.value_info]}
-    nodes = list(proto.graph.node)
-    rebuilt = []
-    for node in nodes:
-        rebuilt.append(node)
-        if node.op_type not in _TREE_OPS or not any(a.name.endswith("_as_tensor") for a in node.attribute):
-            continue
-        index = 0 if node.op_type == "TreeEnsembleRegressor" else 1
-        original = node.output[index]
-        if declared.get(original, TensorProto.DOUBLE) != TensorProto.DOUBLE:
-            continue  # skl2onnx kept this path in float (e.g. random forest probabilities)
-        node.output[index] = f"{original}_float32"
-        rebuilt.append(
-            helper.make_node(
-                "Cast", [node.output[index]], [original], to=TensorProto.DOUBLE, name=f"{node.name}_to_double"
-            )
-        )
-    if len(rebuilt) != len(nodes):
-        del proto.graph.node[:]
-        proto.graph.node.extend(rebuilt)
-
-
-def _fix_opset_imports(proto: Any, ceilings: dict[str, int]) -> None:
-    """Stamp each domain with the opset its nodes really need.
-
-    skl2onnx 1.20 lists a domain twice at times, and stamps ``ai.onnx.ml`` version 1 on
-    double-precision tree ensembles whose ``*_as_tensor`` attributes exist only from version 3,
-    which onnxruntime then refuses ("Type (tensor(double)) ... does not match"). For each node,
-    find the lowest version (up to what we asked skl2onnx for) whose schema has all of the node's
-    attributes, and stamp the highest of those.
-    """
-    import onnx
-
-    stamped: dict[str, int] = {}
-    for entry in proto.opset_import:
-        stamped[entry.domain] = max(stamped.get(entry.domain, 0), entry.version)
-    for node in proto.graph.node:
-        domain = node.domain if node.domain != "ai.onnx" else ""
-        if domain not in stamped or domain not in ceilings:
-            continue
-        names = {a.name for a in node.attribute}
-        for version in range(stamped[domain], max(stamped[domain], ceilings[domain]) + 1):
-            try:
-                schema = onnx.defs.get_schema(node.op_type, version, domain)
-            except onnx.defs.SchemaError:
-                break
-            if names <= set(schema.attributes):
-                stamped[domain] = version
-                break
-    del proto.opset_import[:]
-    for domain, version in stamped.items():
-        proto.opset_import.add(domain=domain, version=version)
-
-
-_PATCH_LOCK = threading.Lock()
-_TREE_OPS = {"TreeEnsembleRegressor", "TreeEnsembleClassifier"}
-_TREE_DOUBLE_ATTRS = {"nodes_values", "nodes_hitrates", "base_values", "target_weights", "class_weights"}
-
-
-@contextlib.contextmanager
-def _skl2onnx_compat(double: bool = False) -> Iterator[None]:
-    """What skl2onnx needs to run today, in one place.
-
-    The node factory that skl2onnx's container uses is wrapped, for the conversion only:
-
-    * skl2onnx 1.20 passes numpy booleans and integers inside attribute lists (for example
-      ``class_ids`` of HistGradientBoosting's TreeEnsembleClassifier) to
-      ``onnx.helper.make_node``, which onnx 1.23's protobuf refuses ("Expected an int, got a
-      boolean"); they are passed as plain ints.
-    * With ``double`` (``precision="float64"``), skl2onnx passes tree-ensemble thresholds and
-      weights as plain float attributes, which ONNX stores as float32 (losing the precision
-      asked for), and wires the node into double tensors, which onnxruntime refuses. They are
-      passed as the ``*_as_tensor`` double tensors that ``ai.onnx.ml`` opset 3 defines, then
-      :func:`_fix_double_trees` and :func:`_fix_opset_imports` make the graph's types and
-      opset agree.
-    """
-    from onnx import numpy_helper
-    from skl2onnx.common import _container
-
-    with _PATCH_LOCK:
-        original = _container.make_node
-
-        def make_node(op_type: str, *args: Any, **attrs: Any) -> Any:
-            attrs = {k: _plain(v) for k, v in attrs.items()}
-            if double and op_type in _TREE_OPS:
-                for key in _TREE_DOUBLE_ATTRS & set(attrs):
-                    values = np.asarray(attrs.pop(key), dtype=np.float64).ravel()
-                    attrs[f"{key}_as_tensor"] = numpy_helper.from_array(values)
-            return original(op_type, *args, **attrs)
-
-        _container.make_node = make_node
-        try:
-            yield
-        finally:
-            _container.make_node = original
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_, np.integer)):
-        return int(value)
-    if isinstance(value, np.ndarray) and value.dtype == np.bool_:
-        return value.astype(np.int64)
-    if isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_, np.integer)) for v in value):
-        return [int(v) if isinstance(v, (bool, np.bool_, np.integer)) else v for v in value]
-    return value
 
 
 def _register_boosters(model: Any) -> None:
@@ -463,37 +396,3 @@ def _versions(model: Any, sklearn: Any) -> str:
         module = require(library, purpose="Reading a library version")
         version += f", {library} {getattr(module, '__version__', 'unknown')}"
     return version
-
-
-class _Reference:
-    """The estimator's own predict / predict_proba / transform, shaped like the ONNX outputs."""
-
-    def __init__(self, model: Any, table: _Table, proto: Any) -> None:
-        self.model, self.table = model, table
-        self.out_names = [o.name for o in proto.graph.output]
-        self.ranks = [len(o.type.tensor_type.shape.dim) for o in proto.graph.output]
-        sklearn = _sklearn()
-        final = _final_estimator(model)
-        if sklearn.base.is_classifier(final) and len(self.out_names) == 2:
-            self.kind = "classifier"
-        elif sklearn.base.is_regressor(final) and len(self.out_names) == 1:
-            self.kind = "regressor"
-        elif hasattr(model, "transform") and not hasattr(model, "predict") and len(self.out_names) == 1:
-            self.kind = "transformer"
-        else:
-            self.kind = ""  # e.g. clusterers: no single ground truth to compare with
-
-    def __call__(self, feeds: Feeds) -> Feeds:
-        x = self.table.source_input(feeds)
-        if self.kind == "classifier":
-            values = [self.model.predict(x), self.model.predict_proba(x)]
-        elif self.kind == "regressor":
-            values = [self.model.predict(x)]
-        else:
-            out = self.model.transform(x)
-            values = [out.toarray() if hasattr(out, "toarray") else out]
-        shaped = [
-            np.asarray(v)[:, None] if np.ndim(v) == 1 and rank == 2 else np.asarray(v)
-            for v, rank in zip(values, self.ranks, strict=True)
-        ]
-        return dict(zip(self.out_names, shaped, strict=True))
