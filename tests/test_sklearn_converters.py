@@ -18,6 +18,7 @@ from sklearn.datasets import load_diabetes, load_digits, load_iris
 from sklearn.decomposition import FactorAnalysis, FastICA, SparsePCA
 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
 from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.impute import MissingIndicator
 from sklearn.kernel_approximation import AdditiveChi2Sampler, Nystroem, RBFSampler, SkewedChi2Sampler
 from sklearn.kernel_ridge import KernelRidge
@@ -170,3 +171,40 @@ def test_nearest_centroid_and_kernel_ridge_agree_on_any_numeric_table(data, seed
         art = ob.export(model, data[:2], precision="float64")
         got = list(art.session(providers=["cpu"]).run(rows).values())
         assert zoo.agrees(got, zoo.expected(zoo.Fitted("", zoo.kind_of(model), model, rows))) == ""
+
+
+def _with_a_category(x, y, rng):
+    """Iris plus a column of float codes that mostly follow the class (so the trees split on it)."""
+    codes = np.array([3.5, 7.0, 11.0, 20.0])
+    column = np.where(rng.random(len(y)) < 0.7, codes[y], codes[rng.integers(0, 4, len(y))])
+    return np.column_stack([x[:, :2], column, x[:, 2:]])
+
+
+@pytest.mark.parametrize(
+    ("build", "classes"),
+    [
+        (lambda: HistGradientBoostingClassifier(categorical_features=[2], max_iter=30, random_state=0), 3),
+        (lambda: HistGradientBoostingClassifier(categorical_features=[2], max_iter=30, random_state=0), 2),
+        (lambda: HistGradientBoostingRegressor(categorical_features=[2], max_iter=30, random_state=0), 0),
+        (lambda: HistGradientBoostingRegressor(categorical_features=[2], loss="poisson", random_state=0), 0),
+    ],
+    ids=["multiclass", "binary", "regressor", "poisson"],
+)
+def test_hist_gradient_boosting_with_categories_splits_on_them_like_scikit_learn(build, classes):
+    rng = np.random.default_rng(0)
+    x, y = load_iris(return_X_y=True)
+    table = _with_a_category(x, y, rng)
+    target = y if classes else table[:, 0] * 3 + table[:, 2]
+    keep = y > 0 if classes == 2 else np.ones(len(y), bool)  # versicolor and virginica overlap
+    x_train, x_test, y_train, _ = train_test_split(table[keep], target[keep], random_state=0)
+    model = build().fit(x_train, y_train)
+    x_test = x_test.copy()
+    x_test[:3, 2] = 99.0  # categories never seen in fit
+    x_test[3:5, 2] = np.nan  # missing
+    art = ob.export(model, x_train[:2])
+    art.validate(samples=[x_test])
+    ensemble = next(n for n in art.model.graph.node if n.op_type == "TreeEnsemble")
+    modes = next(a for a in ensemble.attribute if a.name == "nodes_modes")
+    assert 6 in np.frombuffer(modes.t.raw_data, np.uint8)  # BRANCH_MEMBER: a split on a category set
+    got = list(art.session(providers=["cpu"]).run(x_test).values())
+    assert zoo.agrees(got, zoo.expected(zoo.Fitted("", zoo.kind_of(model), model, x_test))) == ""

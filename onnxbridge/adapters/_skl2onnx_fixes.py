@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 _PATCH_LOCK = threading.Lock()
+ML_OPSET_FOR_CATEGORIES = 5  # ai.onnx.ml TreeEnsemble with BRANCH_MEMBER splits
 _TREE_OPS = {"TreeEnsembleRegressor", "TreeEnsembleClassifier"}
 _TREE_DOUBLE_ATTRS = {"nodes_values", "nodes_hitrates", "base_values", "target_weights", "class_weights"}
 
@@ -82,7 +83,7 @@ def fix_opset_imports(proto: Any, ceilings: dict[str, int]) -> None:
 
 
 @contextlib.contextmanager
-def compat(double: bool = False) -> Iterator[None]:
+def compat(double: bool = False, categorical_trees: bool = False) -> Iterator[None]:
     """What skl2onnx needs to run today, in one place.
 
     The node factory that skl2onnx's container uses is wrapped, for the conversion only:
@@ -95,6 +96,11 @@ def compat(double: bool = False) -> Iterator[None]:
       walking the expression as a tree, revisiting shared sub-expressions every time: the
       QuantileTransformer converter takes ~50 s on iris (85 million calls). The same check
       runs once per node (:func:`_verify_once`), which takes milliseconds.
+    * skl2onnx refuses a model that uses ``ai.onnx.ml`` past opset 3, which it does not write
+      itself; onnxbridge's converter for categorical HistGradientBoosting writes opset 5's
+      ``TreeEnsemble`` (category splits), which onnxruntime runs, so with ``categorical_trees``
+      the ceiling is raised to it. Not otherwise: onnxmltools' LightGBM and XGBoost converters
+      rely on that refusal to lower the opset to one where their (older) operators exist.
     * With ``double`` (``precision="float64"``), skl2onnx passes tree-ensemble thresholds and
       weights as plain float attributes, which ONNX stores as float32 (losing the precision
       asked for), and wires the node into double tensors, which onnxruntime refuses. They are
@@ -104,11 +110,18 @@ def compat(double: bool = False) -> Iterator[None]:
     """
     from onnx import numpy_helper
     from skl2onnx.algebra.onnx_operator import OnnxOperator
-    from skl2onnx.common import _container
+    from skl2onnx.common import _container, _topology
 
     with _PATCH_LOCK:
         original = _container.make_node
         original_verify = OnnxOperator._verify_add_to_
+        original_ceiling = _topology.get_default_opset_for_domain
+
+        def ceiling(domain: str) -> Any:
+            known = original_ceiling(domain)
+            if domain == "ai.onnx.ml" and categorical_trees:
+                return max(known or 0, ML_OPSET_FOR_CATEGORIES)
+            return known
 
         def make_node(op_type: str, *args: Any, **attrs: Any) -> Any:
             attrs = {k: _plain(v) for k, v in attrs.items()}
@@ -120,11 +133,13 @@ def compat(double: bool = False) -> Iterator[None]:
 
         _container.make_node = make_node
         OnnxOperator._verify_add_to_ = _verify_once
+        _topology.get_default_opset_for_domain = ceiling
         try:
             yield
         finally:
             _container.make_node = original
             OnnxOperator._verify_add_to_ = original_verify
+            _topology.get_default_opset_for_domain = original_ceiling
 
 
 def _verify_once(self: Any) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxbridge.adapters import _sklearn_hist_gbt
+
 _KERNELS = ("linear", "rbf", "laplacian", "poly", "polynomial", "sigmoid", "cosine")
 _INSTEAD_CLUSTERS = (
     "it has no predict() for new rows: the clusters exist only for the data it was fitted on. Export a "
@@ -70,6 +72,9 @@ def unsupported_reason(estimator: Any) -> str:
     kernel = getattr(estimator, "kernel", None) if name in ("KernelRidge", "Nystroem") else None
     if kernel is not None and (callable(kernel) or kernel not in _KERNELS):
         return f"kernel={kernel!r}; onnxbridge's converter computes the kernels {', '.join(_KERNELS)}."
+    categorical = name.startswith("HistGradientBoosting") and _sklearn_hist_gbt.uses_categories(estimator)
+    if categorical and not _sklearn_hist_gbt.supported_link(estimator):
+        return "categorical features with this loss; onnxbridge's converter handles the common losses' links."
     if name == "NearestCentroid" and estimator.metric != "euclidean":
         return f"metric={estimator.metric!r}; onnxbridge's converter computes metric='euclidean'."
     if name == "DummyClassifier" and estimator.strategy in ("stratified", "uniform"):
@@ -89,7 +94,13 @@ class _Graph:
         self.ops, self.opset, self.dtype = onnx_ops, opset, dtype
 
     def __call__(self, op: str, *inputs: Any, **attrs: Any) -> Any:
-        return getattr(self.ops, f"Onnx{op}")(*inputs, op_version=self.opset, **attrs)
+        attrs.setdefault("op_version", self.opset)
+        return getattr(self.ops, f"Onnx{op}")(*inputs, **attrs)
+
+    @property
+    def onnx_dtype(self) -> int:
+        """The ONNX element type of the graph's floats (for Cast)."""
+        return 11 if np.dtype(self.dtype) == np.float64 else 1
 
     def const(self, value: Any) -> Any:
         return np.asarray(value, dtype=self.dtype)
@@ -368,3 +379,4 @@ def register() -> None:
         options = _CLASSIFIER_OPTIONS if kind == "classifier" else None
         update_registered_converter(cls, f"OnnxBridge{name}", _shapes(kind), _converter(build), options=options)
         _REGISTERED.append(name)
+    _sklearn_hist_gbt.register(_Graph)

@@ -27,7 +27,7 @@ from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._deps import require
 from onnxbridge._errors import ExportError, InputError, UnsupportedModelError, first_line
-from onnxbridge.adapters import _skl2onnx_fixes, _sklearn_converters, _sklearn_outputs
+from onnxbridge.adapters import _skl2onnx_fixes, _sklearn_converters, _sklearn_hist_gbt, _sklearn_outputs
 
 _OPTIONS = ("precision", "options")
 _PRECISIONS = {"float32": np.float32, "float64": np.float64}
@@ -94,6 +94,11 @@ class SklearnAdapter:
         ours = sorted({type(step).__name__ for step in [model, *_steps(model)]} & set(_sklearn_converters.added()))
         if ours:
             notes.append(f"converted with onnxbridge's own converter for {', '.join(ours)} (skl2onnx has none)")
+        if any(_sklearn_hist_gbt.uses_categories(step) for step in [model, *_steps(model)]):
+            notes.append(
+                "categorical features converted by onnxbridge (category codes and category-set splits in an "
+                "ai.onnx.ml opset-5 TreeEnsemble): skl2onnx alone ignores them"
+            )
         if outputs.kind:
             compared = ", ".join(
                 f"{name} with {method}()" for name, method in zip(out_names, outputs.methods, strict=True)
@@ -288,9 +293,10 @@ def _convert(
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
 
     double = table.float_dtype == np.float64
+    categorical = any(_sklearn_hist_gbt.uses_categories(step) for step in [model, *_steps(model)])
     while True:
         try:
-            with _skl2onnx_fixes.compat(double):
+            with _skl2onnx_fixes.compat(double, categorical_trees=categorical):
                 proto = skl2onnx.convert_sklearn(
                     model, initial_types=table.initial_types(), target_opset=opsets, options=options or None
                 )
