@@ -294,6 +294,33 @@ class Artifact:
         child.optimization = report
         return child
 
+    def with_opset(self, opset: int, *, samples: Iterable[Any] | None = None) -> Artifact:
+        """A copy at another opset of the default ONNX domain, validated against this artifact's source.
+
+        ``onnx.version_converter`` converts; an operator that did not exist yet at ``opset`` is
+        refused up front with the lowest opset the model can go to. Going down also lowers the IR
+        version to the oldest that opset allows, so older runtimes accept the file.
+
+        Args:
+            opset: The target opset (7 up to what the installed onnx knows).
+            samples: Extra inputs to validate on (needs the source model), as in :meth:`validate`.
+
+        Returns:
+            A new :class:`Artifact` with ``.parent`` set, already validated (``.validation``).
+
+        Raises:
+            InputError: ``opset`` is out of range, or the model uses an operator newer than it.
+            ExportError: onnx's converter failed.
+            ValidationError: the converted model's outputs differ from the source's.
+        """
+        from onnxbridge import _opset
+
+        model, notes = _opset.convert(self.model, opset)
+        child = self._derive(model, {"opset": str(opset)})
+        child.export_notes = (*child.export_notes, *notes)
+        child.validate(samples=samples)
+        return child
+
     def _derive(
         self, model: onnx.ModelProto, properties: Mapping[str, str], source: Reference | None = None
     ) -> Artifact:

@@ -25,7 +25,10 @@ from onnxbridge._errors import first_line
 
 app = typer.Typer(
     name="onnxbridge",
-    help="Inspect, validate, quantize, benchmark and run ONNX models exported with onnxbridge (or any ONNX file).",
+    help=(
+        "Inspect, validate, convert, quantize, benchmark and run ONNX models exported with onnxbridge "
+        "(or any ONNX file)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -160,6 +163,40 @@ def validate(
         raise _fail(err) from err
     print(report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+# -- convert --------------------------------------------------------------------------------------
+@app.command()
+def convert(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the converted model.")],
+    opset: Annotated[int, typer.Option(help="The opset of the default ONNX domain to convert to.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for other tools.")] = False,
+) -> None:
+    """Convert a model to another opset, validated against the outputs recorded in the file.
+
+    An operator newer than --opset is named with the lowest opset the model can go to (exit 2);
+    a conversion that changes the outputs fails validation (exit 1).
+
+    Example: onnxbridge convert model.onnx --opset 13 -o model.opset13.onnx
+    """
+    art = _load(model)
+    try:
+        converted = art.with_opset(opset)
+        converted.save(output)
+    except ob.ValidationError as err:
+        print(err.report, file=sys.stderr)
+        raise typer.Exit(1) from err
+    except (ob.OnnxBridgeError, OSError) as err:
+        raise _fail(err) from err
+    report = converted.validation
+    assert report is not None  # with_opset validates
+    if as_json:
+        notes = [n for n in converted.export_notes if n not in art.export_notes]
+        print(json.dumps({"output": str(output), "opset": opset, "notes": notes, "validation": report.summary()}))
+        return
+    print(report)
+    print(f"wrote {output} (opset {opset})")
 
 
 # -- quantize -------------------------------------------------------------------------------------

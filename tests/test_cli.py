@@ -185,7 +185,7 @@ def test_debug_flag_shows_the_traceback(files):
 
 
 def test_every_command_has_help_with_an_example():
-    for command in ("inspect", "validate", "quantize", "bench", "run", "demo"):
+    for command in ("inspect", "validate", "convert", "quantize", "bench", "run", "demo"):
         result = _run(command, "--help")
         assert result.exit_code == 0
         assert "Example: onnxbridge" in result.output
