@@ -14,6 +14,7 @@ from __future__ import annotations
 from onnxbridge._adapter import Adapter, Exported, ExportRequest  # writing adapters
 from onnxbridge._artifact import Artifact  # the exported model
 from onnxbridge._axes import DynamicAxesSpec  # what export(dynamic_axes=...) takes
+from onnxbridge._compose import compose  # one graph from two artifacts
 from onnxbridge._composite import EncoderDecoderArtifact  # two graphs that generate together
 from onnxbridge._errors import (  # every failure is an OnnxBridgeError
     ExportError,
@@ -50,6 +51,7 @@ __all__ = [
     # Entry points
     "export",
     "load",
+    "compose",
     "Artifact",
     "EncoderDecoderArtifact",
     "Session",
