@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import onnxbridge as ob
-from onnxbridge import _timing
+from onnxbridge import _describe, _timing
 from onnxbridge._errors import first_line
 
 app = typer.Typer(
@@ -54,8 +54,17 @@ def _main(
 def _fail(err: BaseException) -> typer.Exit:
     if _state["debug"]:
         raise err
-    print(f"error: {type(err).__name__}: {first_line(err)}", file=sys.stderr)
+    print(f"error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
     return typer.Exit(2)
+
+
+def _one_line(err: BaseException) -> str:
+    """The message's first line; a first line that ends with ':' brings what it introduces."""
+    head = first_line(err)
+    if not head.endswith(":"):
+        return head
+    rest = [line.strip(" -") for line in str(err).splitlines()[1:] if line.strip()]
+    return f"{head} {'; '.join(rest)}"[:600]
 
 
 def _load(path: Path) -> ob.Artifact:
@@ -66,42 +75,6 @@ def _load(path: Path) -> ob.Artifact:
 
 
 # -- inspect --------------------------------------------------------------------------------------
-def describe(art: ob.Artifact, path: Path) -> dict[str, Any]:
-    """Everything ``inspect`` shows, as plain data."""
-    from onnxbridge import _describe, _graph, _serialization
-
-    model = art.model
-    initializer_bytes = sum(len(i.raw_data) or i.ByteSize() for i in model.graph.initializer)
-
-    meta = _serialization.get_metadata(model)
-    decoded = {}
-    for key in ("validation", "quantization", "dynamic_axes", "properties", "export_notes"):
-        if key in meta:
-            decoded[key] = json.loads(meta[key])
-    return {
-        "path": str(path),
-        "size_bytes": path.stat().st_size,
-        "ir_version": model.ir_version,
-        "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "inputs": [_describe.tensor_info(v) for v in _graph.inputs(model)],
-        "outputs": [_describe.tensor_info(v) for v in model.graph.output],
-        "operators": dict(Counter(n.op_type for n in model.graph.node).most_common()),
-        "initializers": len(model.graph.initializer),
-        "initializer_bytes": initializer_bytes,
-        "onnxbridge": {
-            "version": meta.get("version"),
-            "framework": meta.get("framework"),
-            "framework_version": meta.get("framework_version"),
-            "exporter": meta.get("exporter"),
-            "has_reference_outputs": "reference" in meta,
-            **decoded,
-        }
-        if meta
-        else None,
-    }
-
-
 @app.command()
 def inspect(
     model: ModelArg,
@@ -111,7 +84,7 @@ def inspect(
 
     Example: onnxbridge inspect model.onnx --json
     """
-    info = describe(_load(model), model)
+    info = _describe.file_summary(_load(model).model, model)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return
@@ -163,6 +136,82 @@ def validate(
         raise _fail(err) from err
     print(report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+# -- export ---------------------------------------------------------------------------------------
+@app.command("export")
+def export_(
+    source: Annotated[Path, typer.Argument(help="A model file or folder (kinds: see below).", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the .onnx model.")],
+    task: Annotated[str | None, typer.Option(help="transformers task, when the folder does not say.")] = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="A sample input: name=1x3x224x224[:float32] (repeatable; in input order)."),
+    ] = None,
+    dynamic: Annotated[
+        list[str] | None,
+        typer.Option(help="Dynamic axes: 'batch' (axis 0 everywhere) or name=0:batch,1:seq (repeatable)."),
+    ] = None,
+    opset: Annotated[
+        int | None, typer.Option(help="ONNX opset (default: the newest the exporter and runtime share).")
+    ] = None,
+    signature: Annotated[str | None, typer.Option(help="SavedModel signature (default serving_default).")] = None,
+    validate: Annotated[bool, typer.Option(help="Validate against the source model before writing.")] = True,
+    quantize: Annotated[str | None, typer.Option(help="Also quantize: dynamic, fp16, weight-only, int4, ...")] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            help="Open .pkl/.joblib files. Unpickling runs code stored in the file: only for files you trust."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for other tools.")] = False,
+) -> None:
+    """Export a model file to ONNX, validate it against the source, and write it.
+
+    SOURCE may be: a transformers model folder (save_pretrained; no --input needed), a TensorFlow
+    SavedModel folder (--signature), a Keras .keras/.h5 file, a torch.export .pt2 program, a
+    TorchScript .pt file (needs --input), an XGBoost .json/.ubj model, a pickle/joblib file (only
+    with --trust-pickle), or an .onnx file (re-validated; --opset converts it). A bare PyTorch
+    state_dict is refused: weights alone cannot be exported.
+
+    Exit status 0 only when the export validated (nothing is written otherwise), 1 when
+    validation failed, 2 for a usage, file or export error.
+
+    Example: onnxbridge export model.pt2 -o model.onnx --dynamic batch --json
+    """
+    from onnxbridge import _sources
+
+    try:
+        found = _sources.open_source(source, signature=signature, trust_pickle=trust_pickle)
+        progress = errors.status(f"exporting {found.kind} ...", spinner="dots") if not as_json else nullcontext()
+        with progress:
+            inputs, axes = _sources.parse_inputs(input or []), _sources.parse_dynamic(dynamic or [])
+            art = _sources.export_source(found, task=task, inputs=inputs, dynamic_axes=axes, opset=opset)
+            report = art.validate(raise_on_failure=False) if validate else None
+            if report is not None and not report.ok:
+                print(report, file=sys.stderr)
+                raise typer.Exit(1)
+            result = art.quantize(quantize) if quantize else art
+            result.save(output)
+    except (ob.OnnxBridgeError, UsageError, OSError) as err:
+        raise _fail(err) from err
+    summary = {
+        "output": str(output),
+        "source": found.kind,
+        "framework": art.framework,
+        "exporter": art.exporter,
+        "inputs": art.input_names,
+        "outputs": art.output_names,
+        "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in art.dynamic_axes.items()},
+        "validation": report.summary() if report is not None else None,
+        "quantization": result.quantization.mode.value if result.quantization is not None else None,
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    if report is not None:
+        print(report)
+    print(f"wrote {output} ({found.kind} -> {art.framework} via {art.exporter})")
 
 
 # -- convert --------------------------------------------------------------------------------------

@@ -62,7 +62,11 @@ def convert(
                 f"({type(err).__name__}: {err}). Leave framework= out to detect the framework from the model, or "
                 f"pass the one it belongs to (supported: {', '.join(default_registry.frameworks())})."
             ) from err
-        raise
+        raise ExportError(
+            f"The {adapter.framework!r} adapter failed on this {type(model).__qualname__}: {type(err).__name__}: "
+            f"{first_line(err)}. If the model runs in its framework, this is a gap in the exporter or in "
+            "onnxbridge: report it with the traceback (onnxbridge --debug, or err.__cause__)."
+        ) from err
     if exported.model is None:  # a third-party adapter's bug, said plainly
         raise ExportError(f"The {adapter.framework!r} adapter returned no ONNX model.")
     if opset is not None:

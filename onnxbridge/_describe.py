@@ -8,6 +8,8 @@ for the command line's ``inspect`` and the browser page.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge import _dtypes, _graph, _serialization
@@ -71,3 +73,35 @@ def symbolic_axes(model: onnx.ModelProto) -> DynamicAxes:
             axes[value.name] = dims
     initializers = {i.name for i in model.graph.initializer}
     return {k: v for k, v in axes.items() if k not in initializers}
+
+
+def file_summary(model: onnx.ModelProto, path: Path) -> dict[str, Any]:
+    """Everything ``onnxbridge inspect`` shows about a model file, as plain data."""
+    initializer_bytes = sum(len(i.raw_data) or i.ByteSize() for i in model.graph.initializer)
+    meta = _serialization.get_metadata(model)
+    decoded = {}
+    for key in ("validation", "quantization", "dynamic_axes", "properties", "export_notes"):
+        if key in meta:
+            decoded[key] = json.loads(meta[key])
+    return {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "ir_version": model.ir_version,
+        "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [tensor_info(v) for v in _graph.inputs(model)],
+        "outputs": [tensor_info(v) for v in model.graph.output],
+        "operators": dict(Counter(n.op_type for n in model.graph.node).most_common()),
+        "initializers": len(model.graph.initializer),
+        "initializer_bytes": initializer_bytes,
+        "onnxbridge": {
+            "version": meta.get("version"),
+            "framework": meta.get("framework"),
+            "framework_version": meta.get("framework_version"),
+            "exporter": meta.get("exporter"),
+            "has_reference_outputs": "reference" in meta,
+            **decoded,
+        }
+        if meta
+        else None,
+    }

@@ -441,7 +441,8 @@ def inference(model: Any) -> Iterator[None]:
     """Eval mode and no_grad; every submodule's own training flag is restored after."""
     torch = _torch()
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    with contextlib.suppress(NotImplementedError):  # torch.export's module(): its mode was fixed at export
+        model.eval()
     try:
         with torch.no_grad():
             yield
