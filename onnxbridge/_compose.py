@@ -137,9 +137,12 @@ def _shape(dims: list[int | None]) -> str:
 
 def _joinable(a: onnx.ModelProto, b: onnx.ModelProto, joints: Mapping[str, str]) -> tuple[Any, Any, list[str]]:
     """Both models at the same default-domain opset (the higher) and IR version."""
+    import onnx
+
     from onnxbridge import _opset
 
-    notes = []
+    a, b = onnx.ModelProto.FromString(a.SerializeToString()), onnx.ModelProto.FromString(b.SerializeToString())
+    notes = []  # the artifacts' own graphs stay as they are: the edits below are on copies
     ours, theirs = _opset.main_opset(a), _opset.main_opset(b)
     if ours != theirs:
         target = max(ours, theirs)

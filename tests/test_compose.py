@@ -37,7 +37,9 @@ def parts():
 
 def test_scaler_pca_and_torch_head_compose_into_one_graph_that_matches_python(parts):
     first, second, prep, head, x_test, y_test = parts
+    before = [m.SerializeToString() for m in (first.model, second.model)]
     both = ob.compose(first, second, connect={"variable": "input"})
+    assert [m.SerializeToString() for m in (first.model, second.model)] == before  # the parts are left as they were
     assert both.validation.ok
     assert both.input_names == ["input"]
     assert both.output_names == second.output_names

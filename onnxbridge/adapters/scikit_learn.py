@@ -62,22 +62,24 @@ class SklearnAdapter:
         sklearn = _sklearn()
         skl2onnx = require("skl2onnx", purpose="Converting a scikit-learn model", extra="sklearn")
         check_options(request.options, _OPTIONS, "scikit-learn")
-        precision, why = _precision(model, request.options.get("precision"))
+        parts = _parts(model)
+        precision, why = _precision(parts, request.options.get("precision"))
         try:
             sklearn.utils.validation.check_is_fitted(model)
         except sklearn.exceptions.NotFittedError as err:
             raise InputError(
                 f"This {type(model).__name__} is not fitted yet. Call fit(X, y) before exporting it."
             ) from err
-        _refuse_unrepresentable(model)
-        _register_boosters(model)
+        _refuse_unrepresentable(parts)
+        _register_boosters(parts)
         _sklearn_converters.register()
         table = _Table.from_sample(model, request.sample, np.dtype(_PRECISIONS[precision]), request.input_names)
         _check_axes(request.dynamic_axes)
         opsets = _opsets(skl2onnx, request.opset)
         options = _sklearn_outputs.converter_options(model, request.options.get("options", {}))
         notes: list[str] = []
-        proto = _convert(skl2onnx, model, table, opsets, options, notes)
+        categorical = any(_sklearn_hist_gbt.uses_categories(part) for part in parts)
+        proto = _convert(skl2onnx, model, table, opsets, options, notes, categorical=categorical)
         redeclared = _skl2onnx_fixes.fix_declared_outputs(proto, functools.partial(table.rows, request.sample))
         if redeclared:
             notes.append(f"output shapes redeclared as onnxruntime computes them: {', '.join(redeclared)}")
@@ -91,10 +93,10 @@ class SklearnAdapter:
         sample = table.feeds(request.sample) if request.sample is not None else None
         reference = _sklearn_outputs.Reference(model, table.source_input, proto, outputs) if outputs.kind else None
         notes.insert(0, f"precision {precision}: numeric inputs are {table.float_dtype.name}{why}")
-        ours = sorted({type(step).__name__ for step in [model, *_steps(model)]} & set(_sklearn_converters.added()))
+        ours = sorted({type(part).__name__ for part in parts} & set(_sklearn_converters.added()))
         if ours:
             notes.append(f"converted with onnxbridge's own converter for {', '.join(ours)} (skl2onnx has none)")
-        if any(_sklearn_hist_gbt.uses_categories(step) for step in [model, *_steps(model)]):
+        if categorical:
             notes.append(
                 "categorical features converted by onnxbridge (category codes and category-set splits in an "
                 "ai.onnx.ml opset-5 TreeEnsemble): skl2onnx alone ignores them"
@@ -109,7 +111,7 @@ class SklearnAdapter:
         return Exported(
             model=proto,
             framework="sklearn",
-            framework_version=_versions(model, sklearn),
+            framework_version=_versions(parts, sklearn),
             exporter=f"skl2onnx {skl2onnx.__version__}",
             dynamic_axes=axes,
             sample=sample,
@@ -243,21 +245,21 @@ def _check_axes(spec: Any) -> None:
 
 
 # -- precision and what cannot be converted -------------------------------------------------------
-def _precision(model: Any, requested: Any) -> tuple[str, str]:
+def _precision(parts: list[Any], requested: Any) -> tuple[str, str]:
     """The precision to export with, and why when onnxbridge chose it."""
     if requested is not None:
         if requested not in _PRECISIONS:
             raise InputError(f"precision={requested!r}: expected 'float32' or 'float64'.")
         return requested, ""
-    exact = _needs_float64(model)
+    exact = _needs_float64(parts)
     if exact:
         return "float64", f" (chosen because {exact}; precision='float32' overrides it)"
     return "float32", "; pass precision='float64' if tree thresholds or large feature values drift"
 
 
-def _needs_float64(model: Any) -> str:
+def _needs_float64(parts: list[Any]) -> str:
     """Why a model is only exact with float64 inputs ('' when float32 serves)."""
-    for step in [model, *_steps(model)]:
+    for step in parts:
         name = type(step).__name__
         if name == "QuantileTransformer":
             return "QuantileTransformer interpolates between tied quantiles, which float32 inputs shift"
@@ -271,8 +273,8 @@ def _needs_float64(model: Any) -> str:
     return ""
 
 
-def _refuse_unrepresentable(model: Any) -> None:
-    for step in [model, *_steps(model)]:
+def _refuse_unrepresentable(parts: list[Any]) -> None:
+    for step in parts:
         reason = _sklearn_converters.unsupported_reason(step)
         if reason:
             raise UnsupportedModelError(f"{type(step).__name__} cannot be exported to ONNX: {reason}")
@@ -288,12 +290,18 @@ def _opsets(skl2onnx: Any, requested: int | None) -> dict[str, int]:
 
 
 def _convert(
-    skl2onnx: Any, model: Any, table: _Table, opsets: dict[str, int], options: dict[Any, Any], notes: list[str]
+    skl2onnx: Any,
+    model: Any,
+    table: _Table,
+    opsets: dict[str, int],
+    options: dict[Any, Any],
+    notes: list[str],
+    *,
+    categorical: bool,
 ) -> Any:
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
 
     double = table.float_dtype == np.float64
-    categorical = any(_sklearn_hist_gbt.uses_categories(step) for step in [model, *_steps(model)])
     while True:
         try:
             with _skl2onnx_fixes.compat(double, categorical_trees=categorical):
@@ -335,17 +343,18 @@ def _unregistered(model: Any) -> list[str]:
     return found
 
 
-def _register_boosters(model: Any) -> None:
-    modules = {type(obj).__module__.split(".")[0] for obj in [model, *_steps(model)]}
+def _register_boosters(parts: list[Any]) -> None:
+    modules = {type(obj).__module__.split(".")[0] for obj in parts}
     for library in sorted(modules & set(_BOOSTERS)):
         _register_booster(library)
 
 
-def _steps(model: Any) -> list[Any]:
+def _parts(model: Any) -> list[Any]:
+    """The model and every estimator inside it (pipeline steps, meta-estimators' estimators)."""
     try:
-        return [v for v in model.get_params(deep=True).values() if hasattr(v, "fit")]
+        return [model, *(v for v in model.get_params(deep=True).values() if hasattr(v, "fit"))]
     except Exception:  # noqa: BLE001 - third-party estimators may not implement get_params fully
-        return []
+        return [model]
 
 
 # library -> (classifier, regressor, onnxmltools converter module, function, skl2onnx alias prefix)
@@ -396,9 +405,9 @@ def _rename_outputs(proto: Any, names: Sequence[str] | None) -> list[str]:
     return list(names)
 
 
-def _versions(model: Any, sklearn: Any) -> str:
+def _versions(parts: list[Any], sklearn: Any) -> str:
     version = f"scikit-learn {sklearn.__version__}"
-    for library in sorted({type(obj).__module__.split(".")[0] for obj in [model, *_steps(model)]} - {"sklearn"}):
+    for library in sorted({type(obj).__module__.split(".")[0] for obj in parts} - {"sklearn"}):
         module = require(library, purpose="Reading a library version")
         version += f", {library} {getattr(module, '__version__', 'unknown')}"
     return version
