@@ -101,6 +101,7 @@ def _convert_filling_gaps(model: onnx.ModelProto, target: int) -> tuple[onnx.Mod
 
     work = onnx.ModelProto()
     work.CopyFrom(model)
+    types = _element_types(model)  # once, before any node is parked (parked nodes infer nothing)
     parked: set[str] = set()
     while True:
         try:
@@ -115,7 +116,7 @@ def _convert_filling_gaps(model: onnx.ModelProto, target: int) -> tuple[onnx.Mod
                     f"opset={target}, which lets the exporter choose operators that exist there."
                 ) from err
             op = gap.group(2)
-            problem = _newer_than(work, op, target)
+            problem = _newer_than(work, op, target, types)
             if problem:
                 raise InputError(
                     f"{op} cannot go down to opset {target}: onnx has no adapter for it, and {problem}. Keep a "
@@ -179,21 +180,28 @@ def _drop_defaults(model: onnx.ModelProto, op: str, target: int) -> None:
             node.attribute.extend(kept)
 
 
-def _newer_than(model: onnx.ModelProto, op: str, target: int) -> str:
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """The element type of every value shape inference knows, and of every initializer."""
+    import onnx
+
+    typed = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.input, *typed.graph.value_info]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return types
+
+
+def _newer_than(model: onnx.ModelProto, op: str, target: int, types: dict[str, int]) -> str:
     """What the ``op`` nodes use that its version at ``target`` lacks ('' when nothing)."""
     import onnx
 
     from onnxbridge import _graph
 
     old = onnx.defs.get_schema(op, target)
-    typed = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.input, *typed.graph.value_info]}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
     allowed = {c.type_param_str: set(c.allowed_type_strs) for c in old.type_constraints}
+    defaults = _defaults_only(model, op, target)
     for node in _graph.all_nodes(model.graph):
         if node.op_type != op or node.domain not in ("", "ai.onnx"):
             continue
-        defaults = _defaults_only(model, op, target)
         extra = {
             a.name
             for a in node.attribute
