@@ -47,8 +47,11 @@ test-core:
 	python3 scripts/ensure_venv.py $(CORE_VENV) test
 	$(CORE_VENV)/bin/python -m pytest -p no:cacheprovider $(CORE_TESTS)
 
+# Two workers, each taking whole test files (module fixtures are built once): most of the suite's
+# time is single-threaded Python (tracing, converting, starting interpreters), so two workers on
+# two cores take about two thirds of the time of one.
 test: lint docs dist web-runtime test-core
-	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest
+	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest -n 2 --dist loadfile
 
 bench: venv web-runtime
 	$(PY) benchmarks/bench_core.py

@@ -14,6 +14,7 @@ from __future__ import annotations
 from onnxbridge._adapter import Adapter, Exported, ExportRequest  # writing adapters
 from onnxbridge._artifact import Artifact  # the exported model
 from onnxbridge._axes import DynamicAxesSpec  # what export(dynamic_axes=...) takes
+from onnxbridge._compat_report import CompatFinding, CompatReport  # what compat() finds
 from onnxbridge._compose import compose  # one graph from two artifacts
 from onnxbridge._composite import EncoderDecoderArtifact  # two graphs that generate together
 from onnxbridge._errors import (  # every failure is an OnnxBridgeError
@@ -63,6 +64,8 @@ __all__ = [
     # Results and reports
     "Candidate",
     "Check",
+    "CompatFinding",
+    "CompatReport",
     "GenerationQuality",
     "InputSpec",
     "OptimizationReport",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
 
+    from onnxbridge._compat_report import CompatReport
     from onnxbridge._providers import ProviderSpec
 
 __all__ = ["Artifact", "load"]
@@ -321,6 +322,28 @@ class Artifact:
         child.validate(samples=samples)
         return child
 
+    def compat(self, target: str) -> CompatReport:
+        """What would fail on a deployment target, checked before deploying; nothing is changed.
+
+        Args:
+            target: ``"onnxruntime==1.17"`` (any release from 1.16: the IR version and opsets it
+                loads and its CPU kernels, operator, version and types, as recorded from the
+                release itself), ``"onnxruntime"`` (the installed one), ``"onnxruntime-web"``
+                (the model run under Node.js by onnxruntime-web, outputs compared with Python
+                onnxruntime's) or ``"opset=13"``.
+
+        Returns:
+            A :class:`CompatReport`: ``.ok``, ``.findings`` (each with the nodes, operator and a
+            fix, such as the ``with_opset`` that resolves it, tried on a copy), ``.checked``.
+
+        Raises:
+            InputError: The target is not one of these, or a release onnxbridge has no record of.
+            MissingDependencyError: ``"onnxruntime-web"`` without Node.js or onnxruntime-web.
+        """
+        from onnxbridge import _compat
+
+        return _compat.check(self, target)
+
     def _derive(
         self, model: onnx.ModelProto, properties: Mapping[str, str], source: Reference | None = None
     ) -> Artifact:
@@ -515,14 +538,6 @@ class Artifact:
 
 
 def load(path: str | os.PathLike[str]) -> Artifact:
-    """Load an ``.onnx`` file as an :class:`Artifact`.
-
-    onnxbridge's metadata (framework, exporter, dynamic axes, recorded reference
-    outputs) is restored when present; any other ONNX file loads too.
-
-    Raises:
-        ModelFileError: The file is missing, empty, truncated, not ONNX, or points to
-            external data outside its folder.
-    """
+    """An ``.onnx`` file as an :class:`Artifact` (public: :func:`onnxbridge.load`, which also reads folders)."""
     source = Path(path)
     return Artifact(_describe.describe_onnx(_serialization.load_model(source)), path=source)

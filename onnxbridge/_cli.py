@@ -1,13 +1,12 @@
 """The ``onnxbridge`` command line (also ``python -m onnxbridge``).
 
 Errors print one line and exit non-zero; ``--debug`` shows the traceback instead.
-Exit status: 0 success, 1 a check failed (validate), 2 usage or file error.
+Exit status: 0 success, 1 a check failed (validate, compat), 2 usage or file error.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.table import Table
 
 import onnxbridge as ob
 from onnxbridge import _describe, _timing
+from onnxbridge._cli_values import UsageError, latency_stats, parse_shapes, random_inputs
 from onnxbridge._errors import first_line
 
 app = typer.Typer(
@@ -38,10 +38,6 @@ errors = Console(stderr=True)
 _state = {"debug": False}
 
 ModelArg = Annotated[Path, typer.Argument(help="An .onnx file.", show_default=False)]
-
-
-class UsageError(Exception):
-    """A bad command-line value (exit status 2)."""
 
 
 @app.callback()
@@ -164,14 +160,18 @@ def export_(
             help="Open .pkl/.joblib files. Unpickling runs code stored in the file: only for files you trust."
         ),
     ] = False,
+    trust_type: Annotated[
+        list[str] | None, typer.Option(help="A type a .skops file may load beyond skops' safe defaults (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for other tools.")] = False,
 ) -> None:
     """Export a model file to ONNX, validate it against the source, and write it.
 
     SOURCE may be: a transformers model folder (save_pretrained; no --input needed), a TensorFlow
     SavedModel folder (--signature), a Keras .keras/.h5 file, a torch.export .pt2 program, a
-    TorchScript .pt file (needs --input), an XGBoost .json/.ubj model, a pickle/joblib file (only
-    with --trust-pickle), or an .onnx file (re-validated; --opset converts it). A bare PyTorch
+    TorchScript .pt file (needs --input), an XGBoost .json/.ubj or LightGBM .txt model, a
+    scikit-learn .skops file (skops' safe format; --trust-type for types beyond its defaults), a
+    pickle/joblib file (only with --trust-pickle), or an .onnx file (re-validated; --opset converts it). A bare PyTorch
     state_dict is refused: weights alone cannot be exported.
 
     Exit status 0 only when the export validated (nothing is written otherwise), 1 when
@@ -182,7 +182,9 @@ def export_(
     from onnxbridge import _sources
 
     try:
-        found = _sources.open_source(source, signature=signature, trust_pickle=trust_pickle)
+        found = _sources.open_source(
+            source, signature=signature, trust_pickle=trust_pickle, trusted_types=trust_type or []
+        )
         progress = errors.status(f"exporting {found.kind} ...", spinner="dots") if not as_json else nullcontext()
         with progress:
             inputs, axes = _sources.parse_inputs(input or []), _sources.parse_dynamic(dynamic or [])
@@ -246,6 +248,28 @@ def convert(
         return
     print(report)
     print(f"wrote {output} (opset {opset})")
+
+
+@app.command()
+def compat(
+    model: ModelArg,
+    target: Annotated[str, typer.Option(help="onnxruntime==1.17, onnxruntime (installed), onnxruntime-web, opset=13.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for other tools.")] = False,
+) -> None:
+    """Check, before deploying, what would fail on the target runtime; each finding names a fix.
+
+    onnxruntime releases from 1.16 are checked against their recorded IR version, opsets and CPU
+    kernels; onnxruntime-web runs the model under Node.js. Exit 0 compatible, 1 problems, 2 errors.
+
+    Example: onnxbridge compat model.onnx --target onnxruntime==1.17
+    """
+    art = _load(model)
+    try:
+        report = art.compat(target)
+    except ob.OnnxBridgeError as err:
+        raise _fail(err) from err
+    print(report.to_json() if as_json else report)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 # -- quantize -------------------------------------------------------------------------------------
@@ -328,71 +352,12 @@ def _calibration(art: ob.Artifact, path: Path) -> list[dict[str, np.ndarray]]:
 
 
 # -- bench ----------------------------------------------------------------------------------------
-def _shapes(values: list[str] | None) -> dict[str, list[int]]:
-    shapes = {}
-    for item in values or []:
-        name, sep, dims = item.partition("=")
-        try:
-            shape = [int(d) for d in dims.lower().split("x")]
-        except ValueError:
-            sep = ""
-        if not sep or not name or any(d <= 0 for d in shape):
-            raise UsageError(f"--shape {item!r}: expected name=DIMxDIMx..., e.g. input=1x3x224x224.")
-        shapes[name] = shape
-    return shapes
-
-
-def random_inputs(sess: ob.Session, batch: int, shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs that respect the declared shapes and dtypes; symbolic dims from ``shapes`` or ``batch``."""
-    rng = np.random.default_rng(seed)
-    unknown = sorted(set(shapes) - set(sess.input_names))
-    if unknown:
-        raise UsageError(f"--shape names {unknown}, which are not inputs; the inputs are {list(sess.input_names)}.")
-    feeds = {}
-    for spec in sess.inputs:
-        if spec.name in shapes:
-            shape = shapes[spec.name]
-            if len(shape) != len(spec.shape) or any(
-                isinstance(d, int) and d != s for d, s in zip(spec.shape, shape, strict=False)
-            ):
-                raise UsageError(
-                    f"--shape {spec.name}={'x'.join(map(str, shape))} does not fit the declared {list(spec.shape)}."
-                )
-        else:
-            shape = [d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(spec.shape)]
-        dtype = spec.dtype if spec.dtype is not None else np.dtype(np.float32)
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.random(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.random(shape) > 0.5
-        else:
-            feeds[spec.name] = np.full(shape, "a", dtype=object)
-    return feeds
-
-
 def _latencies(sess: ob.Session, feeds: dict[str, np.ndarray], runs: int, label: str) -> list[float]:
     from rich.progress import Progress
 
     with Progress(console=errors, transient=True, disable=runs < 200) as progress:
         task = progress.add_task(label, total=runs)
         return _timing.per_call(lambda: sess.run(feeds), runs, each=lambda: progress.advance(task))
-
-
-def _stats(times: list[float], batch: int) -> dict[str, float]:
-    ordered = sorted(times)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1e3
-
-    # Throughput from the median run: one slow outlier (a GC pause) should not define it.
-    return {
-        "p50_ms": pct(50),
-        "p90_ms": pct(90),
-        "p99_ms": pct(99),
-        "throughput_per_s": batch / statistics.median(times),
-    }
 
 
 @app.command()
@@ -412,7 +377,7 @@ def bench(
     """
     paths = [model] + ([compare] if compare else [])
     try:
-        shapes = _shapes(shape)
+        shapes = parse_shapes(shape)
         sessions = [_load(p).session(providers=providers.split(","), threads=threads) for p in paths]
         feeds = [random_inputs(s, batch, shapes) for s in sessions]
         results: dict[str, dict[str, float]] = {str(p): {} for p in paths}
@@ -424,7 +389,7 @@ def bench(
         else:
             timings = [_latencies(sessions[0], feeds[0], runs, model.name)]
         for path, times in zip(paths, timings, strict=True):
-            results[str(path)] = _stats(times, batch)
+            results[str(path)] = latency_stats(times, batch)
     except (ob.OnnxBridgeError, UsageError) as err:
         raise _fail(err) from err
     if compare:

@@ -63,7 +63,7 @@ def convert(model: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto, list[
     if current == target:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        return copy, [f"already at opset {target}: nothing converted"]
+        return copy, [f"already at opset {target}: nothing converted", *_lower_ir_version(copy, target)]
     missing = missing_at(model, target)
     if missing:
         listed = ", ".join(f"{op} (opset {since})" for op, since in sorted(missing.items()))
@@ -99,9 +99,10 @@ def _convert_filling_gaps(model: onnx.ModelProto, target: int) -> tuple[onnx.Mod
     """
     import onnx
 
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    types = _element_types(model)  # once, before any node is parked (parked nodes infer nothing)
+    # With every value's shape recorded before any node is parked (parked nodes infer nothing):
+    # onnx's adapters read shapes (Softmax 13 -> 12 its input's rank) and crash without them.
+    work = _with_shapes(model)
+    types = _element_types(model)
     parked: set[str] = set()
     while True:
         try:
@@ -132,6 +133,18 @@ def _convert_filling_gaps(model: onnx.ModelProto, target: int) -> tuple[onnx.Mod
     del converted.opset_import[:]
     converted.opset_import.extend(kept)
     return converted, parked
+
+
+def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose value_info holds every shape onnx infers (a plain copy if it cannot)."""
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        return work
 
 
 def _set_domain(graph: onnx.GraphProto, op: str | None, old: str, new: str) -> None:
@@ -226,7 +239,7 @@ def _lower_ir_version(model: onnx.ModelProto, target: int) -> list[str]:
     """The oldest IR version the opsets allow (older runtimes refuse newer IR), if the model still checks."""
     import onnx
 
-    was, oldest = model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    was, oldest = model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     if was <= oldest:
         return []
     model.ir_version = oldest

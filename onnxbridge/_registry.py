@@ -187,6 +187,7 @@ default_registry.register_lazy("torch", "onnxbridge.adapters.pytorch:TorchAdapte
 # After torch, so tried before it: transformers models are torch modules, and this adapter knows their tasks.
 default_registry.register_lazy("transformers", "onnxbridge.adapters.transformers:TransformersAdapter")
 default_registry.register_lazy("sklearn", "onnxbridge.adapters.scikit_learn:SklearnAdapter")
+default_registry.register_lazy("lightgbm", "onnxbridge.adapters.lightgbm_booster:LightGBMAdapter")
 # Registered after torch so that it is tried first: a Keras 3 model on the torch backend is
 # also a torch.nn.Module, and the TensorFlow adapter explains which route to take.
 default_registry.register_lazy("tensorflow", "onnxbridge.adapters.tensorflow:TensorFlowAdapter")

@@ -25,7 +25,9 @@ KINDS = (
     "a Keras .keras or .h5 file  [tensorflow]",
     "a torch.export program .pt2 (torch.export.save)  [torch]",
     "a TorchScript .pt/.pth file (torch.jit.save; needs --input)  [torch]",
+    "a LightGBM text model (.txt, as Booster.save_model writes it)  [lightgbm]",
     "an XGBoost .json or .ubj model  [xgboost]",
+    "a scikit-learn model saved with skops (.skops; --trust-type for types beyond its safe defaults)  [sklearn]",
     "a pickle or joblib file (.pkl, .pickle, .joblib), only with --trust-pickle  [sklearn]",
     "an .onnx file (re-validated, converted, quantized)",
 )
@@ -51,7 +53,9 @@ def _unknown(path: Path, why: str) -> InputError:
     )
 
 
-def open_source(path: Path, *, signature: str | None = None, trust_pickle: bool = False) -> Source:
+def open_source(
+    path: Path, *, signature: str | None = None, trust_pickle: bool = False, trusted_types: list[str] | None = None
+) -> Source:
     """Load ``path`` with its framework. Typed errors for what cannot be (or must not be) loaded."""
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist. Pass a model file or folder.")
@@ -75,6 +79,10 @@ def open_source(path: Path, *, signature: str | None = None, trust_pickle: bool 
         return _torch_file(path)
     if suffix in (".json", ".ubj"):
         return _xgboost(path)
+    if suffix in (".txt", ".lgb", ".model"):
+        return _lightgbm(path)
+    if suffix == ".skops":
+        return _skops(path, trusted_types or [])
     if suffix in _PICKLES:
         if not trust_pickle:
             raise InputError(
@@ -146,7 +154,40 @@ def _xgboost(path: Path) -> Source:
     cls = xgboost.XGBClassifier if objective.startswith(("binary:", "multi:")) else xgboost.XGBRegressor
     model = cls()
     model.load_model(path)
-    return Source(f"XGBoost {cls.__name__} ({objective})", model)
+    return Source(f"XGBoost {cls.__name__} ({objective})", model, sample=_rows(booster.num_features()))
+
+
+def _lightgbm(path: Path) -> Source:
+    with path.open("rb") as f:
+        first = f.readline().strip()
+    if first != b"tree":
+        raise _unknown(path, "not a LightGBM text model (its first line is not 'tree')")
+    lightgbm = require("lightgbm", purpose="Loading a LightGBM model", extra="lightgbm")
+    booster = lightgbm.Booster(model_file=path)
+    objective = str(booster.dump_model().get("objective", "?")).split()[0]
+    return Source(f"LightGBM Booster ({objective})", booster, sample=_rows(booster.num_feature()))
+
+
+def _skops(path: Path, trusted: list[str]) -> Source:
+    """A scikit-learn model from skops' format, which loads only the types it (or the user) trusts."""
+    sio = require("skops.io", purpose="Loading a .skops file", extra="sklearn")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as err:
+        raise _unknown(path, f"not a readable skops file ({type(err).__name__}: {err})") from err
+    refused = sorted(set(untrusted) - set(trusted))
+    if refused:
+        listed = " ".join(f"--trust-type {name}" for name in refused)
+        raise InputError(
+            f"{str(path)!r} holds types skops does not trust by default: {', '.join(refused)}. Nothing was loaded. "
+            f"If you trust the file, pass {listed}"
+        )
+    return Source("skops file", sio.load(path, trusted=sorted(set(untrusted))))
+
+
+def _rows(width: int) -> np.ndarray:
+    """Two seeded random rows of ``width`` features: the sample of a booster read from a file."""
+    return np.random.default_rng(0).standard_normal((2, width)).astype(np.float32)
 
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w.:/-]*)=(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")

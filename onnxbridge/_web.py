@@ -31,7 +31,7 @@ CDN = "https://cdn.jsdelivr.net/npm/onnxruntime-web@{version}/dist/"
 RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 WASM_LIMIT = 2**31  # bytes a 32-bit WebAssembly heap can give the model, at most
 PAGE_DTYPES = {"float32", "float64", "int32", "int64", "uint8", "int8", "bool"}
-_WEB_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+WEB_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 
 def to_web(
@@ -53,7 +53,7 @@ def to_web(
             f"The model is {size / 2**30:.1f} GiB; a browser's WebAssembly memory holds at most 2 GiB, model "
             "included. Quantize it (art.quantize('dynamic') or 'fp16') or serve it from a server instead."
         )
-    domains = sorted({n.domain for n in model.graph.node} - _WEB_DOMAINS)
+    domains = sorted({n.domain for n in model.graph.node} - WEB_DOMAINS)
     if domains:
         raise WebExportError(
             f"The model uses operators from domain(s) {domains}, which onnxruntime-web does not implement. "

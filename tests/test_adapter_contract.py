@@ -40,12 +40,19 @@ def _keras_model():
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 
 
+def _lightgbm_booster():
+    lightgbm = pytest.importorskip("lightgbm")
+    params = {"objective": "regression", "min_data_in_leaf": 1, "min_data_in_bin": 1, "verbose": -1}
+    return lightgbm.train(params, lightgbm.Dataset(ROWS, ROWS.sum(axis=1)), num_boost_round=3)
+
+
 MODELS = {
     "onnx": lambda: unary("Relu", ["n", 4]),
     "numpy_mlp": lambda: NumpyMLP(inputs=4),
     "torch": _torch_model,
     "sklearn": _sklearn_model,
     "tensorflow": _keras_model,
+    "lightgbm": _lightgbm_booster,
 }
 
 

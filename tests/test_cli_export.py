@@ -81,6 +81,40 @@ def test_xgboost_model_file_exports_as_the_estimator_it_was(tmp_path, suffix):
     assert summary["outputs"] == ["label", "probabilities"]
 
 
+def test_lightgbm_text_model_exports_without_an_input_spec(tmp_path):
+    lightgbm = pytest.importorskip("lightgbm")
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    params = {"objective": "multiclass", "num_class": 3, "verbose": -1}
+    lightgbm.train(params, lightgbm.Dataset(x, y), num_boost_round=5).save_model(tmp_path / "model.txt")
+    summary = _exported(_cli(tmp_path / "model.txt", "-o", tmp_path / "lgb.onnx", "--json"), tmp_path / "lgb.onnx")
+    assert summary["outputs"] == ["label", "probabilities"]
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    refused = _cli(tmp_path / "notes.txt", "-o", tmp_path / "x.onnx")
+    assert refused.returncode == 2
+    assert "not a LightGBM text model" in refused.stderr
+
+
+def test_a_skops_file_loads_only_the_types_it_is_trusted_with(tmp_path):
+    sio = pytest.importorskip("skops.io")
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = load_iris(return_X_y=True)
+    sio.dump(HistGradientBoostingClassifier(max_iter=5).fit(x, y), tmp_path / "model.skops")
+    untrusted = sio.get_untrusted_types(file=tmp_path / "model.skops")
+    assert untrusted  # the tree predictor is not among skops' defaults
+    refused = _cli(tmp_path / "model.skops", "-o", tmp_path / "hgb.onnx", "--input", "input=2x4:float32")
+    assert refused.returncode == 2
+    assert f"pass --trust-type {untrusted[0]}" in refused.stderr
+    assert not (tmp_path / "hgb.onnx").exists()
+    trusted = [arg for name in untrusted for arg in ("--trust-type", name)]
+    summary = _exported(_cli(tmp_path / "model.skops", "-o", tmp_path / "hgb.onnx", "--input", "input=2x4:float32",
+                             *trusted, "--json"), tmp_path / "hgb.onnx")  # fmt: skip
+    assert summary["source"] == "skops file"
+
+
 def test_a_pickle_is_refused_without_trust_and_nothing_in_it_runs(tmp_path):
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression

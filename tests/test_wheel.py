@@ -22,6 +22,7 @@ SCRIPT = textwrap.dedent(
     assert art.validate().ok
     out = art.session().run(np.ones((3, 4), np.float32))["output"]
     art.save("model.onnx")
+    assert art.compat("onnxruntime==1.18").ok  # the release record ships in the wheel
     print("exported", art.exporter, out.shape, ob.__version__)
     """
 )
