@@ -38,6 +38,7 @@ from onnxbridge._registry import register_adapter, supported_frameworks  # the a
 from onnxbridge._session import InputSpec, ProviderFallbackWarning, Session  # running
 from onnxbridge._validation import Check, OutputComparison, ValidationReport  # validation results
 from onnxbridge._version import __version__
+from onnxbridge._web_server import WebServer, serve_web  # the browser page, cross-origin isolated
 from onnxbridge.quantize import (  # quantization and optimization results
     Candidate,
     GenerationQuality,
@@ -53,9 +54,11 @@ __all__ = [
     "export",
     "load",
     "compose",
+    "serve_web",
     "Artifact",
     "EncoderDecoderArtifact",
     "Session",
+    "WebServer",
     "__version__",
     # Arguments
     "DynamicAxesSpec",

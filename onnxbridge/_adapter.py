@@ -68,6 +68,8 @@ class Exported:
             greedy tokens on fixed prompts (what :meth:`Artifact.generate` and validation use).
         components: For exports of more than one graph (an encoder and a decoder), each graph
             by role; ``model`` is then the main one (the decoder).
+        labels: Class names of classifier outputs, by output name, one per column (scikit-learn's
+            ``classes_``, transformers' ``id2label``); shown by the browser page.
     """
 
     model: onnx.ModelProto
@@ -82,6 +84,7 @@ class Exported:
     properties: dict[str, str] = field(default_factory=dict)
     generation: GenerationSpec | None = None
     components: dict[str, Exported] | None = None
+    labels: dict[str, list[str]] | None = None
 
 
 @runtime_checkable

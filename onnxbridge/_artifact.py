@@ -12,7 +12,6 @@ from onnxbridge._adapter import Exported, ReferenceFn
 from onnxbridge._axes import DynamicAxes
 from onnxbridge._feeds import as_feeds
 from onnxbridge._session import Session
-from onnxbridge._version import __version__
 from onnxbridge.quantize._data import Reference
 from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, QuantizationReport
 
@@ -46,6 +45,7 @@ class Artifact:
         optimization: The :class:`OptimizationReport` of an optimized artifact, or ``None``.
         generation: For a decoder exported with ``task="text-generation"``: its special tokens
             and the source's greedy tokens on fixed prompts; ``None`` otherwise.
+        labels: Class names of classifier outputs, ``{output: [name per column]}``, or ``None``.
     """
 
     def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
@@ -66,6 +66,7 @@ class Artifact:
         self.quantization: QuantizationReport | None = None
         self.optimization: OptimizationReport | None = None
         self.generation: _generation.GenerationSpec | None = exported.generation
+        self.labels: dict[str, list[str]] | None = exported.labels
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -361,6 +362,7 @@ class Artifact:
             notes=list(self.export_notes),
             properties={**self.properties, **properties},
             generation=self.generation,
+            labels=self.labels,
         )
         child = Artifact(exported)
         child.parent = self
@@ -374,28 +376,39 @@ class Artifact:
         title: str | None = None,
         runtime: str = "cdn",
         preprocess: Mapping[str, Any] | None = None,
+        labels: Sequence[str] | None = None,
+        backend: str = "wasm",
+        preflight: bool | str = "auto",
     ) -> Path:
-        """Write a static site that runs this model in the browser with onnxruntime-web.
+        """Write a static site that runs this model in the browser with onnxruntime-web, in a Web Worker.
 
         Args:
-            directory: A new (or empty) folder for ``index.html``, ``app.js``, ``model.onnx``
-                and ``manifest.json``.
+            directory: A new (or empty) folder for the page, ``model.onnx`` and ``manifest.json``.
             title: Page title.
             runtime: ``"cdn"`` for a pinned onnxruntime-web from a public CDN, or the path of a
                 local ``onnxruntime-web/dist`` folder to copy into the site (works offline).
             preprocess: For image inputs: ``scale`` (default 1/255), ``mean``, ``std`` (one value
                 or one per channel) and ``invert``, applied to canvas pixels as training did.
+            labels: Class names, one per column of the ``[batch, classes]`` output (default: the
+                model's own, scikit-learn's ``classes_`` or transformers' ``id2label``).
+            backend: ``"wasm"``, ``"webgpu"`` or ``"webgl"``; the page falls back to wasm where the
+                device lacks it, and says which ran.
+            preflight: Run the model under Node.js with onnxruntime-web first and compare with
+                Python onnxruntime (``"auto"``: when Node.js and onnxruntime-web are found).
 
         Returns:
-            The site folder.
+            The site folder (serve it with :func:`onnxbridge.serve_web` for multi-threading).
 
         Raises:
-            WebExportError: The model is too large for WebAssembly memory, or uses operators
-                onnxruntime-web lacks. Nothing is written.
+            WebExportError: The model is too large for WebAssembly memory, uses operators
+                onnxruntime-web lacks, or the preflight failed. Nothing is written.
         """
         from onnxbridge import _web
 
-        return _web.to_web(self, directory, title=title, runtime=runtime, preprocess=preprocess)
+        return _web.to_web(
+            self, directory, title=title, runtime=runtime, preprocess=preprocess, labels=labels, backend=backend,
+            preflight=preflight,
+        )  # fmt: skip
 
     # -- running --------------------------------------------------------------------------
     def session(
@@ -514,26 +527,14 @@ class Artifact:
         Returns:
             The path written.
         """
-        facts: dict[str, Any] = {
-            "version": __version__,
-            "framework": self.framework,
-            "framework_version": self.framework_version,
-            "exporter": self.exporter,
-            "dynamic_axes": {name: {str(a): d for a, d in axes.items()} for name, axes in self.dynamic_axes.items()},
-            "export_notes": list(self.export_notes),
-            "properties": self.properties or None,
-            "validation": self.validation.summary() if self.validation is not None else None,
-            "quantization": self.quantization.summary() if self.quantization is not None else None,
-            "optimization": self.optimization.summary() if self.optimization is not None else None,
-            "generation": self.generation.to_json() if self.generation is not None else None,
-        }
+        encoded = None
         if reference and self._sample is not None:
             outputs = self._reference_outputs
             if outputs is None and self._reference is not None:
                 outputs = self._reference(self._sample)
             if outputs is not None:
-                facts["reference"] = _serialization.encode_reference(self._sample, outputs)
-        _serialization.set_metadata(self.model, facts)
+                encoded = _serialization.encode_reference(self._sample, outputs)
+        _serialization.set_metadata(self.model, _serialization.artifact_facts(self, encoded))
         return _serialization.save_model(self.model, path, external_data=external_data)
 
 

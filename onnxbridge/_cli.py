@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -450,20 +451,42 @@ def web(
     runtime: Annotated[
         str, typer.Option(help="'cdn', or onnxruntime-web's dist folder to copy in (works offline).")
     ] = "cdn",
+    labels: Annotated[Path | None, typer.Option(help="A text file of class names, one per line.")] = None,
+    backend: Annotated[str, typer.Option(help="wasm, webgpu or webgl (falls back to wasm).")] = "wasm",
+    preflight: Annotated[
+        bool, typer.Option(help="Run the model under Node.js with onnxruntime-web before writing.")
+    ] = True,
+    serve: Annotated[bool, typer.Option(help="Serve the site on 127.0.0.1, cross-origin isolated.")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve (0: any free one).")] = 8000,
     scale: Annotated[float | None, typer.Option(help="Image inputs: pixel scale (default 1/255).")] = None,
     mean: Annotated[float | None, typer.Option(help="Image inputs: mean to subtract after scaling.")] = None,
     std: Annotated[float | None, typer.Option(help="Image inputs: std to divide by.")] = None,
 ) -> None:
-    """Write a static page that runs the model in the browser with onnxruntime-web.
+    """Write a static page that runs the model in the browser with onnxruntime-web (and serve it).
 
-    Example: onnxbridge web model.onnx -o site --runtime node_modules/onnxruntime-web/dist
+    With --serve the site is served with the headers that make it cross-origin isolated, so
+    WebAssembly runs on several threads; Ctrl-C stops it. --no-preflight skips the Node.js check.
+
+    Example: onnxbridge web model.onnx -o site --labels classes.txt --serve
     """
     preprocess = {k: v for k, v in {"scale": scale, "mean": mean, "std": std}.items() if v is not None}
     try:
-        site = _load(model).to_web(output, title=title, runtime=runtime, preprocess=preprocess or None)
+        names = [line.strip() for line in labels.read_text().splitlines() if line.strip()] if labels else None
+        site = _load(model).to_web(
+            output, title=title, runtime=runtime, preprocess=preprocess or None, labels=names, backend=backend,
+            preflight="auto" if preflight else False,
+        )  # fmt: skip
+        server = ob.serve_web(site, port=port) if serve else None
     except (ob.OnnxBridgeError, OSError) as err:
         raise _fail(err) from err
-    print(f"wrote {site}: serve it with `python -m http.server -d {site}` and open http://127.0.0.1:8000/")
+    if server is None:
+        print(f"wrote {site}: serve it with `onnxbridge web ... --serve`, or any static server (one thread)")
+        return
+    print(f"wrote {site}; serving {server.url} (cross-origin isolated; Ctrl-C stops)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.close()
 
 
 # -- demo -----------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exp
         notes=json.loads(meta.get("export_notes", "[]")),
         properties=json.loads(meta.get("properties", "{}")),
         generation=GenerationSpec.from_json(json.loads(meta["generation"])) if "generation" in meta else None,
+        labels=json.loads(meta["labels"]) if "labels" in meta else None,
     )
 
 

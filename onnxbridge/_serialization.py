@@ -29,6 +29,8 @@ from onnxbridge._errors import ModelFileError, first_line
 if TYPE_CHECKING:
     import onnx
 
+    from onnxbridge._artifact import Artifact
+
 PREFIX = "onnxbridge."
 PROTOBUF_LIMIT = 2**31 - 2**20  # stay a little under 2 GiB: metadata is added afterwards
 EXTERNAL_ALIGNMENT = 1 << 16  # external tensors start on 64 KiB boundaries: onnxruntime maps those
@@ -46,6 +48,27 @@ def set_metadata(model: onnx.ModelProto, facts: dict[str, Any]) -> None:
             continue
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         model.metadata_props.add(key=PREFIX + key, value=text)
+
+
+def artifact_facts(art: Artifact, reference: str | None) -> dict[str, Any]:
+    """What ``Artifact.save`` records in the file's metadata (``reference``: the encoded sample and outputs)."""
+    from onnxbridge._version import __version__
+
+    return {
+        "version": __version__,
+        "framework": art.framework,
+        "framework_version": art.framework_version,
+        "exporter": art.exporter,
+        "dynamic_axes": {name: {str(a): d for a, d in axes.items()} for name, axes in art.dynamic_axes.items()},
+        "export_notes": list(art.export_notes),
+        "properties": art.properties or None,
+        "validation": art.validation.summary() if art.validation is not None else None,
+        "quantization": art.quantization.summary() if art.quantization is not None else None,
+        "optimization": art.optimization.summary() if art.optimization is not None else None,
+        "generation": art.generation.to_json() if art.generation is not None else None,
+        "labels": art.labels,
+        "reference": reference,
+    }
 
 
 def get_metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -1,10 +1,11 @@
-"""Deploy to the browser: a static page that runs the model with onnxruntime-web.
+"""Deploy to the browser: a static page that runs the model with onnxruntime-web in a Web Worker.
 
-The site is plain HTML and one ES module, no build step: ``index.html``, ``app.js``,
-``model.onnx`` and ``manifest.json`` (inputs, outputs, dtypes, shapes with symbolic
-dimensions, the onnxruntime-web version, the pre-processing). ``runtime="cdn"`` loads a
-pinned onnxruntime-web from a public CDN; a path to a local ``onnxruntime-web/dist``
-folder copies the runtime into the site so it works offline.
+The site is plain HTML and two ES modules, no build step: ``index.html``, ``app.js`` (the page),
+``worker.js`` (onnxruntime-web, off the page's thread), ``model.onnx`` and ``manifest.json``
+(inputs, outputs, dtypes, shapes with symbolic dimensions, class labels, the backend, the
+onnxruntime-web version, the pre-processing, the Node.js preflight). ``runtime="cdn"`` loads a
+pinned onnxruntime-web from a public CDN; a path to a local ``onnxruntime-web/dist`` folder
+copies the runtime into the site so it works offline.
 """
 
 from __future__ import annotations
@@ -14,24 +15,30 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onnxbridge import _web_check
 from onnxbridge._describe import tensor_info
-from onnxbridge._errors import InputError, WebExportError
+from onnxbridge._errors import InputError, MissingDependencyError, WebExportError
+from onnxbridge._web_check import ORT_WEB_VERSION, WASM_LIMIT, WEB_DOMAINS
 
 if TYPE_CHECKING:
     from onnxbridge._artifact import Artifact
 
-ORT_WEB_VERSION = "1.30.0"
 CDN = "https://cdn.jsdelivr.net/npm/onnxruntime-web@{version}/dist/"
-# The files the page needs from onnxruntime-web's dist folder (WebAssembly backend, ES module).
+# Per backend, the onnxruntime-web module and the WebAssembly build it loads; each also runs the
+# WebAssembly backend, which the page falls back to when the device lacks the requested one.
+BACKENDS = {
+    "wasm": ("ort.wasm.min.mjs", "ort-wasm-simd-threaded"),
+    "webgpu": ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify"),
+    "webgl": ("ort.all.min.mjs", "ort-wasm-simd-threaded.jsep"),
+}
 RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-WASM_LIMIT = 2**31  # bytes a 32-bit WebAssembly heap can give the model, at most
+PAGE_FILES = ("index.html", "app.js", "worker.js")
 PAGE_DTYPES = {"float32", "float64", "int32", "int64", "uint8", "int8", "bool"}
-WEB_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 
 def to_web(
@@ -41,6 +48,9 @@ def to_web(
     title: str | None = None,
     runtime: str = "cdn",
     preprocess: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+    backend: str = "wasm",
+    preflight: bool | str = "auto",
 ) -> Path:
     """Implementation of :meth:`onnxbridge.Artifact.to_web`."""
     from onnxbridge import _graph, _serialization
@@ -59,14 +69,21 @@ def to_web(
             f"The model uses operators from domain(s) {domains}, which onnxruntime-web does not implement. "
             "Re-export without custom operators."
         )
-    runtime_info = _runtime(runtime)
+    if backend not in BACKENDS:
+        raise InputError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)} (the page falls back to wasm).")
+    runtime_info = _runtime(runtime, backend)
+    outputs = [_describe(v, None) for v in model.graph.output]
+    for output, names in _labels(artifact, outputs, labels).items():
+        next(o for o in outputs if o["name"] == output)["labels"] = names
     manifest: dict[str, Any] = {
         "title": title or f"{artifact.framework} model",
         "model": "model.onnx",
+        "model_bytes": size,
         "runtime": runtime_info,
         "inputs": [_describe(v, preprocess) for v in _graph.inputs(model)],
-        "outputs": [_describe(v, None) for v in model.graph.output],
+        "outputs": outputs,
         "onnxbridge": {"framework": artifact.framework, "exporter": artifact.exporter, "opset": artifact.opset},
+        "preflight": _preflight(artifact, preflight),
     }
     unsupported = [i["name"] for i in manifest["inputs"] if not i["supported"]]
     if unsupported:
@@ -87,11 +104,11 @@ def to_web(
         artifact.save(staging / "model.onnx", external_data=False)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         page = resources.files("onnxbridge.web")
-        for name in ("index.html", "app.js"):
+        for name in PAGE_FILES:
             (staging / name).write_text(page.joinpath(name).read_text())
         if runtime_info["kind"] == "local":
             (staging / "ort").mkdir()
-            for name in RUNTIME_FILES:
+            for name in _runtime_files(backend):
                 shutil.copy2(Path(runtime) / name, staging / "ort" / name)
         if target.exists():
             target.rmdir()
@@ -101,11 +118,27 @@ def to_web(
     return target
 
 
-def _runtime(runtime: str) -> dict[str, Any]:
+def _runtime_files(backend: str) -> tuple[str, ...]:
+    """The backend's module and build, and the WebAssembly ones it falls back to.
+
+    The fallback is the plain WebAssembly build, not the backend's own: onnxruntime-web's WebGPU
+    build leaves out the ``ai.onnx.ml`` operators (scikit-learn models), which the plain one has.
+    """
+    files: list[str] = []
+    for name in dict.fromkeys((backend, "wasm")):
+        module, build = BACKENDS[name]
+        files += [module, f"{build}.mjs", f"{build}.wasm"]
+    return tuple(files)
+
+
+def _runtime(runtime: str, backend: str = "wasm") -> dict[str, Any]:
+    module = BACKENDS[backend][0]
     if runtime == "cdn":
-        return {"kind": "cdn", "version": ORT_WEB_VERSION, "base": CDN.format(version=ORT_WEB_VERSION)}
+        base = CDN.format(version=ORT_WEB_VERSION)
+        return {"kind": "cdn", "version": ORT_WEB_VERSION, "base": base, "module": module, "backend": backend,
+                "wasm_module": BACKENDS["wasm"][0]}  # fmt: skip
     folder = Path(runtime)
-    missing = [name for name in RUNTIME_FILES if not (folder / name).is_file()]
+    missing = [name for name in _runtime_files(backend) if not (folder / name).is_file()]
     if missing:
         raise InputError(
             f"runtime={runtime!r} should be onnxruntime-web's dist folder (e.g. node_modules/onnxruntime-web/dist), "
@@ -115,7 +148,52 @@ def _runtime(runtime: str) -> dict[str, Any]:
     package = folder.parent / "package.json"
     if package.is_file():
         version = json.loads(package.read_text()).get("version", version)
-    return {"kind": "local", "version": version, "base": "./ort/"}
+    return {"kind": "local", "version": version, "base": "./ort/", "module": module, "backend": backend,
+            "wasm_module": BACKENDS["wasm"][0]}  # fmt: skip
+
+
+def _labels(artifact: Artifact, outputs: list[dict[str, Any]], given: Sequence[str] | None) -> dict[str, list[str]]:
+    """Class names per output: the model's own (``artifact.labels``), or ``given`` for its class columns."""
+    known = dict(artifact.labels or {})
+    if given is None:
+        return known
+    names = [str(name) for name in given]
+    columns = [o for o in outputs if o["dtype"].startswith("float") and len(o["shape"]) == 2]
+    exact = [o["name"] for o in columns if o["shape"][1] == len(names)]
+    loose = [o["name"] for o in columns if not isinstance(o["shape"][1], int)]
+    chosen = exact or loose
+    if not chosen:
+        shapes = ", ".join(f"{o['name']} {o['shape']}" for o in outputs)
+        raise InputError(
+            f"labels has {len(names)} names, but no output has {len(names)} columns (outputs: {shapes}). Pass one "
+            "name per class column of the classifier's [batch, classes] output."
+        )
+    return {**known, **dict.fromkeys(chosen, names)}
+
+
+def _preflight(artifact: Artifact, wanted: bool | str) -> dict[str, Any]:
+    """Run the model under Node.js with onnxruntime-web first; a WebExportError names what it cannot run."""
+    if wanted not in (True, False, "auto"):
+        raise InputError(f"preflight={wanted!r}: expected True, False or 'auto' (run it when Node.js is found).")
+    if wanted is False:
+        return {"ran": False, "why": "preflight=False"}
+    try:
+        _web_check.runtime()
+    except MissingDependencyError as err:
+        if wanted is True:
+            raise
+        warnings.warn(f"Not checked under Node.js before writing the site: {err}", UserWarning, stacklevel=4)
+        return {"ran": False, "why": "Node.js or onnxruntime-web not found (ONNXBRIDGE_ORT_WEB_DIST)"}
+    report = _web_check.compat(artifact)
+    if not report.ok:
+        problems = "; ".join(
+            f"{f.problem}" + (f" ({f.op_type}, node {', '.join(f.nodes[:3])})" if f.op_type else "") + f": {f.fix}"
+            for f in report.findings
+        )
+        raise WebExportError(
+            f"onnxruntime-web cannot run this model, checked under Node.js: {problems}. Nothing was written."
+        )
+    return {"ran": True, "target": report.target, "checked": report.checked}
 
 
 def _describe(value: Any, preprocess: Mapping[str, Any] | None) -> dict[str, Any]:

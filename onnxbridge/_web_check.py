@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
     from onnxbridge._artifact import Artifact
 
+ORT_WEB_VERSION = "1.30.0"  # the onnxruntime-web the pages pin (the Makefile installs this one)
+WASM_LIMIT = 2**31  # bytes a 32-bit WebAssembly heap can give the model, at most
+WEB_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 NODE_ENTRY = "ort.node.min.mjs"
 RTOL, ATOL = 1e-3, 1e-4
 TIMEOUT = 600  # seconds for Node.js to load and run the model once
@@ -47,6 +50,7 @@ try {
   const session = await ort.InferenceSession.create(readFileSync(`${dir}/model.onnx`), {executionProviders: ["wasm"]});
   const feeds = {};
   for (const [name, input] of Object.entries(spec)) {
+    if (input.type === "string") { feeds[name] = new ort.Tensor("string", input.values, input.dims); continue; }
     const bytes = readFileSync(`${dir}/in-${input.index}.bin`);
     const data = new ARRAYS[input.type](bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     feeds[name] = new ort.Tensor(input.type, data, input.dims);
@@ -55,6 +59,10 @@ try {
   let index = 0;
   for (const [name, tensor] of Object.entries(outputs)) {
     const data = tensor.data;
+    if (tensor.type === "string") {
+      result.outputs[name] = {type: "string", dims: Array.from(tensor.dims), values: Array.from(data)};
+      continue;
+    }
     writeFileSync(`${dir}/out-${index}.bin`, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
     result.outputs[name] = {index: index++, type: tensor.type, dims: Array.from(tensor.dims)};
   }
@@ -70,8 +78,6 @@ _NO_OP = re.compile(r"([\w.]*):(\w+)\((-?\d+)\) is not a registered function/op"
 
 def runtime() -> tuple[str, Path]:
     """The ``node`` executable and onnxruntime-web's dist folder, or a MissingDependencyError saying how to get them."""
-    from onnxbridge._web import ORT_WEB_VERSION
-
     node = shutil.which("node")
     configured = os.environ.get("ONNXBRIDGE_ORT_WEB_DIST")
     dist = Path(configured) if configured else Path("node_modules/onnxruntime-web/dist")
@@ -95,9 +101,12 @@ def run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> tuple[dict[s
     with tempfile.TemporaryDirectory(prefix="onnxbridge-web-check-") as tmp:
         folder = Path(tmp)
         _serialization.save_model(model, folder / "model.onnx", external_data=False)
-        spec = {}
+        spec: dict[str, dict[str, Any]] = {}
         for index, (name, value) in enumerate(feeds.items()):
             array = np.ascontiguousarray(value)
+            if array.dtype.kind in "OUS":
+                spec[name] = {"type": "string", "values": [str(v) for v in array.ravel()], "dims": list(array.shape)}
+                continue
             kind = "bool" if array.dtype == np.bool_ else str(array.dtype)
             if kind not in _TYPED:
                 return {}, f"input {name!r} is {array.dtype}, which onnxbridge cannot pass to onnxruntime-web"
@@ -117,6 +126,9 @@ def run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> tuple[dict[s
             return {}, str(result["error"])
         outputs = {}
         for name, out in result["outputs"].items():
+            if out["type"] == "string":
+                outputs[name] = np.array(out["values"], dtype=object).reshape(out["dims"])
+                continue
             dtype = np.bool_ if out["type"] == "bool" else np.dtype(out["type"])
             data = np.frombuffer((folder / f"out-{out['index']}.bin").read_bytes(), dtype=dtype)
             outputs[name] = data.reshape(out["dims"])
@@ -152,7 +164,6 @@ def compat(artifact: Artifact) -> CompatReport:
 def static_findings(model: onnx.ModelProto) -> list[CompatFinding]:
     """What rules onnxruntime-web out before running anything: size and operator domains."""
     from onnxbridge import _serialization
-    from onnxbridge._web import WASM_LIMIT, WEB_DOMAINS
 
     findings = []
     size = _serialization.model_bytes(model)
@@ -210,7 +221,7 @@ def _compare(name: str, got: np.ndarray | None, want: np.ndarray, version: str) 
 
 
 def synthetic_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs of the declared types, symbolic dimensions as 1: values in [0, 1) or zeros for integers."""
+    """Inputs of the declared types, symbolic dimensions as 1: values in [0, 1), zeros, or "a" for strings."""
     from onnxbridge import _graph
 
     rng = np.random.default_rng(seed)
@@ -218,5 +229,8 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarr
     for value in _graph.inputs(model):
         dtype = _graph.value_dtype(value) or np.dtype(np.float32)
         dims = [d.dim_value if d.dim_value > 0 else 1 for d in value.type.tensor_type.shape.dim]
-        feeds[value.name] = rng.random(dims).astype(dtype) if dtype.kind == "f" else np.zeros(dims, dtype)
+        if dtype.kind in "OUS":
+            feeds[value.name] = np.full(dims, "a", dtype=object)
+        else:
+            feeds[value.name] = rng.random(dims).astype(dtype) if dtype.kind == "f" else np.zeros(dims, dtype)
     return feeds

@@ -33,3 +33,11 @@ def numpy_framework():
 def numpy_framework_module():
     """The same, for a module-scoped fixture."""
     yield from _registered_numpy_framework()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the browser tests (tests/browser.py), one per test module."""
+    from tests.browser import launch
+
+    yield from launch()

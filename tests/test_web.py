@@ -8,12 +8,8 @@ ONNXBRIDGE_ORT_WEB_DIST at it). Locally these tests skip when either is missing;
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import os
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,107 +19,8 @@ from onnx import TensorProto
 
 import onnxbridge as ob
 from onnxbridge import _web
+from tests.browser import ORT_WEB, SCREENSHOT, assert_matches, page
 from tests.onnx_models import unary
-
-CHROMIUM = Path(os.environ.get("ONNXBRIDGE_CHROMIUM", "/usr/bin/chromium"))
-ORT_WEB = Path(os.environ.get("ONNXBRIDGE_ORT_WEB_DIST", "node_modules/onnxruntime-web/dist"))
-SCREENSHOT = os.environ.get("ONNXBRIDGE_WEB_SCREENSHOT")  # where to keep the digits page's picture
-
-
-def _require_browser() -> None:
-    problems = []
-    if not CHROMIUM.is_file():
-        problems.append(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    if not (ORT_WEB / "ort.wasm.min.mjs").is_file():
-        problems.append(f"onnxruntime-web not found at {ORT_WEB} (npm install onnxruntime-web)")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        problems.append("playwright is not installed (pip install playwright)")
-    if problems:
-        if os.environ.get("CI"):
-            pytest.fail("; ".join(problems))
-        pytest.skip("; ".join(problems))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
-
-
-class _Site:
-    """A generated site served from 127.0.0.1 and opened in a fresh page."""
-
-    def __init__(self, browser, folder: Path) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.page = browser.new_page()
-        self.console: list[str] = []
-        self.page.on(
-            "console", lambda msg: self.console.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None
-        )
-        self.page.on("pageerror", lambda err: self.console.append(f"pageerror: {err}"))
-        self.page.goto(f"http://127.0.0.1:{self.server.server_address[1]}/index.html")
-        self.page.wait_for_selector("#status[data-ready=true]", timeout=60_000)
-
-    def run_json(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, array in values.items():
-            self.page.select_option(f"#mode-{name}", "json")
-            self.page.fill(f"#json-{name}", json.dumps(array.tolist()))
-            for axis, size in enumerate(array.shape):
-                field = self.page.locator(f"#dim-{name}-{axis}")
-                if field.count():
-                    field.fill(str(size))
-        self.page.click("#run")
-        self.page.wait_for_selector("#outputs .output[data-values]", timeout=30_000)
-        outputs = {}
-        for block in self.page.locator("#outputs .output").all():
-            name = block.get_attribute("id").removeprefix("output-")
-            dims = json.loads(block.get_attribute("data-dims"))
-            outputs[name] = np.array(json.loads(block.get_attribute("data-values"))).reshape(dims)
-        return outputs
-
-    def close(self) -> None:
-        self.page.close()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
-def _page(browser, art: ob.Artifact, folder: Path, **kwargs) -> _Site:
-    art.to_web(folder, runtime=str(ORT_WEB), **kwargs)
-    return _Site(browser, folder)
-
-
-def _assert_matches(site: _Site, art: ob.Artifact, feeds: dict[str, np.ndarray]) -> None:
-    got = site.run_json(feeds)
-    expected = art.session().run(feeds)
-    assert set(got) == set(expected)
-    for name, value in expected.items():
-        np.testing.assert_allclose(got[name], value.astype(np.float64), rtol=1e-4, atol=1e-4)
-    assert float(site.page.get_attribute("#latency", "data-ms") or "nan") > 0  # a measured time, not a placeholder
-    assert site.console == []
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +40,11 @@ def digits_cnn():
 
 def test_digits_page_loads_shows_its_input_and_matches_python(browser, digits_cnn, tmp_path):
     art, x = digits_cnn
-    site = _page(browser, art, tmp_path / "digits", title="Digits", preprocess={"scale": 1 / 255})
+    site = page(browser, art, tmp_path / "digits", title="Digits", preprocess={"scale": 1 / 255})
     try:
         assert site.page.locator("#input-input legend").text_content() == "input: float32 [batch, 1, 8, 8]"
         assert site.page.locator("#canvas-input").count() == 1  # an image input gets a canvas
-        _assert_matches(site, art, {"input": x[:3]})
+        assert_matches(site, art, {"input": x[:3]})
         manifest = json.loads((tmp_path / "digits" / "manifest.json").read_text())
         assert manifest["runtime"]["version"] == "1.30.0"
         assert manifest["inputs"][0]["image"]["layout"] == "NCHW"
@@ -157,7 +54,7 @@ def test_digits_page_loads_shows_its_input_and_matches_python(browser, digits_cn
 
 def test_drawing_on_the_canvas_produces_a_prediction(browser, digits_cnn, tmp_path):
     art, _ = digits_cnn
-    site = _page(browser, art, tmp_path / "draw", title="Draw a digit", preprocess={"scale": 1 / 255})
+    site = page(browser, art, tmp_path / "draw", title="Draw a digit", preprocess={"scale": 1 / 255})
     try:
         site.page.select_option("#mode-input", "image")
         box = site.page.locator("#canvas-input").bounding_box()
@@ -180,10 +77,10 @@ def test_mlp_page_matches_python(browser, tmp_path):
     from tests import models
 
     art = ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch")
-    site = _page(browser, art, tmp_path / "mlp")
+    site = page(browser, art, tmp_path / "mlp")
     try:
         assert site.page.locator("#dim-input-0").count() == 1  # symbolic batch gets a number field
-        _assert_matches(site, art, {"input": np.random.default_rng(1).random((4, 8), dtype=np.float32)})
+        assert_matches(site, art, {"input": np.random.default_rng(1).random((4, 8), dtype=np.float32)})
     finally:
         site.close()
 
@@ -196,9 +93,9 @@ def test_random_forest_page_matches_python(browser, tmp_path):
     x, y = load_digits(return_X_y=True)
     forest = RandomForestClassifier(n_estimators=30, random_state=0).fit(x, y)
     art = ob.export(forest, x[:4])
-    site = _page(browser, art, tmp_path / "forest")
+    site = page(browser, art, tmp_path / "forest")
     try:
-        _assert_matches(site, art, {"input": x[:5].astype(np.float32)})
+        assert_matches(site, art, {"input": x[:5].astype(np.float32)})
     finally:
         site.close()
 
@@ -206,7 +103,7 @@ def test_random_forest_page_matches_python(browser, tmp_path):
 def test_unsupported_input_type_gets_the_documented_message(browser, tmp_path):
     model = unary("Identity", ["n"], elem=TensorProto.STRING, names=("text", "out"))
     with pytest.warns(UserWarning, match="cannot fill input"):
-        site = _page(browser, ob.export(model), tmp_path / "strings")
+        site = page(browser, ob.export(model), tmp_path / "strings")
     try:
         message = site.page.text_content("#input-text .unsupported")
         assert "has type string, which this page cannot fill" in message
@@ -253,8 +150,17 @@ def test_cdn_site_pins_the_runtime_version(tmp_path):
         "kind": "cdn",
         "version": _web.ORT_WEB_VERSION,
         "base": f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{_web.ORT_WEB_VERSION}/dist/",
+        "module": "ort.wasm.min.mjs",
+        "wasm_module": "ort.wasm.min.mjs",
+        "backend": "wasm",
     }
-    assert sorted(p.name for p in site.iterdir()) == ["app.js", "index.html", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in site.iterdir()) == [
+        "app.js",
+        "index.html",
+        "manifest.json",
+        "model.onnx",
+        "worker.js",
+    ]
     assert onnx.load(str(site / "model.onnx")).graph.node[0].op_type == "Neg"
 
 
@@ -268,3 +174,216 @@ def test_cli_web_command_writes_a_site(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "site" / "index.html").is_file()
     shutil.rmtree(tmp_path / "site")
+
+
+# -- results a person reads, a page that never freezes, threads, backends ---------------------------
+def _iris_classifier():
+    pytest.importorskip("skl2onnx")
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    names = np.array(data.target_names)[data.target]  # string classes, as users often have them
+    return ob.export(LogisticRegression(max_iter=500).fit(data.data, names), data.data[:2]), data.data
+
+
+def test_a_classifier_page_lists_its_class_names_with_probabilities(browser, tmp_path):
+    art, x = _iris_classifier()
+    assert art.labels == {"probabilities": ["setosa", "versicolor", "virginica"]}
+    site = page(browser, art, tmp_path / "iris")
+    try:
+        rows = x[[0, 60, 120]]
+        site.run_json({"input": rows.astype(np.float32)})
+        expected = art.session().run({"input": rows.astype(np.float32)})["probabilities"]
+        for row in range(3):
+            listed = site.top_k("probabilities", row)
+            order = np.argsort(-expected[row])
+            assert [label for label, _ in listed] == [art.labels["probabilities"][i] for i in order]
+            np.testing.assert_allclose([p for _, p in listed], expected[row][order], rtol=1e-4, atol=1e-5)
+        assert site.page.text_content("#softmax-probabilities") == "the outputs are probabilities"
+        assert site.page.text_content("#argmax-probabilities") == "setosa, versicolor, virginica"
+        assert site.console == []
+    finally:
+        site.close()
+
+
+def test_logits_get_a_softmax_the_page_announces_and_user_labels(browser, tmp_path):
+    torch = pytest.importorskip("torch")
+    from tests import models
+
+    art = ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch")  # 3 logits per row
+    site = page(browser, art, tmp_path / "logits", labels=["cat", "dog", "bird"])
+    try:
+        x = np.random.default_rng(3).normal(size=(1, 8)).astype(np.float32)
+        site.run_json({"input": x})
+        logits = art.session().run({"input": x})["output"][0].astype(np.float64)
+        softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        listed = site.top_k("output")
+        assert [label for label, _ in listed] == [["cat", "dog", "bird"][i] for i in np.argsort(-softmax)]
+        np.testing.assert_allclose(sorted((p for _, p in listed), reverse=True), np.sort(softmax)[::-1], rtol=1e-4)
+        assert site.page.text_content("#softmax-output") == "softmax applied: the outputs are logits"
+    finally:
+        site.close()
+
+
+def test_regression_outputs_are_shown_as_values(browser, tmp_path):
+    pytest.importorskip("skl2onnx")
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    x, y = load_diabetes(return_X_y=True)
+    art = ob.export(Ridge().fit(x, y), x[:2])
+    site = page(browser, art, tmp_path / "ridge")
+    try:
+        got = site.run_json({"input": x[:3].astype(np.float32)})
+        want = art.session().run({"input": x[:3].astype(np.float32)})
+        [name] = want
+        np.testing.assert_allclose(got[name].reshape(want[name].shape), want[name], rtol=1e-4)
+        assert site.page.locator(".topk").count() == 0
+        assert site.page.text_content(f"#output-{name} pre").startswith("values: ")
+    finally:
+        site.close()
+
+
+def _slow_model(size: int = 1024, layers: int = 24) -> ob.Artifact:
+    """A chain of MatMuls with one shared 4 MiB weight: seconds per run of a batch in WebAssembly."""
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(
+        (np.random.default_rng(0).normal(size=(size, size)) / np.sqrt(size)).astype(np.float32), "w"
+    )
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", "w"], [f"h{i + 1}"]) for i in range(layers)]
+    nodes.append(helper.make_node("Identity", [f"h{layers}"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", size])],
+        [weight],
+    )
+    return ob.export(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+
+
+def test_the_page_stays_responsive_while_a_long_run_works_in_the_worker(browser, tmp_path):
+    art = _slow_model()
+    site = page(browser, art, tmp_path / "slow")
+    try:
+        assert site.page.locator("#load-progress").is_visible()  # past 4 MiB: the load shows its progress
+        assert site.page.get_attribute("#load-progress", "max") == str(_size(tmp_path / "slow"))
+        site.fill_json({"x": np.ones((256, 1024), np.float32)})
+        before = int(site.page.text_content("#ticker"))
+        site.page.click("#run")
+        site.page.wait_for_selector("#latency[data-ms]", timeout=120_000)
+        ticks = int(site.page.text_content("#ticker")) - before
+        run_ms = float(site.page.get_attribute("#latency", "data-ms"))
+        assert run_ms > 200  # a run long enough that a blocked page would be seen
+        assert ticks >= 0.5 * run_ms / 50, f"{ticks} ticks of 50 ms during a {run_ms:.0f} ms run"
+    finally:
+        site.close()
+
+
+def _size(folder: Path) -> int:
+    return (folder / "model.onnx").stat().st_size
+
+
+def test_a_served_site_is_cross_origin_isolated_and_runs_on_several_threads(browser, tmp_path):
+    art, x = _iris_classifier()
+    site = page(browser, art, tmp_path / "served", isolated=True)
+    try:
+        assert site.page.evaluate("crossOriginIsolated") is True
+        threads = int(site.page.get_attribute("#backend", "data-threads"))
+        assert threads > 1
+        assert site.page.text_content("#threads").startswith(f"{threads} (the page is cross-origin isolated)")
+        probabilities = site.run_json({"input": x[:2].astype(np.float32)})["probabilities"]
+        np.testing.assert_allclose(probabilities, art.session().run(x[:2])["probabilities"], rtol=1e-4, atol=1e-5)
+    finally:
+        site.close()
+
+
+def test_a_plain_static_server_gets_one_thread_and_the_page_says_why(browser, tmp_path):
+    art, _ = _iris_classifier()
+    site = page(browser, art, tmp_path / "plain")
+    try:
+        assert site.page.get_attribute("#backend", "data-threads") == "1"
+        assert "not cross-origin isolated" in site.page.text_content("#threads")
+    finally:
+        site.close()
+
+
+@pytest.mark.parametrize("backend", ["webgpu", "webgl"])
+def test_an_unavailable_backend_falls_back_to_wasm_and_the_page_says_so(browser, tmp_path, backend):
+    art, x = _iris_classifier()  # Chromium runs with --disable-gpu: no WebGPU adapter, no WebGL
+    site = page(browser, art, tmp_path / backend, backend=backend)
+    try:
+        used = site.page.locator("#backend")
+        assert (used.get_attribute("data-requested"), used.get_attribute("data-used")) == (backend, "wasm")
+        assert used.text_content().startswith(f"wasm ({backend} was requested: ")
+        assert used.text_content().endswith("fell back to wasm)")
+        got = site.run_json({"input": x[:2].astype(np.float32)})["probabilities"]
+        np.testing.assert_allclose(got, art.session().run(x[:2])["probabilities"], rtol=1e-4, atol=1e-5)
+    finally:
+        site.close()
+
+
+def test_the_node_preflight_refuses_an_operator_onnxruntime_web_lacks_before_writing(tmp_path):
+    from tests.browser import require_browser
+
+    require_browser()
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ImageDecoder", ["encoded"], ["image"], name="decode")],
+        "decoder",
+        [helper.make_tensor_value_info("encoded", TensorProto.UINT8, ["n"])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["h", "w", 3])],
+    )
+    art = ob.export(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9))
+    with pytest.raises(ob.WebExportError, match=r"no kernel for ImageDecoder-20 \(ImageDecoder, node decode\)"):
+        art.to_web(tmp_path / "site", runtime=str(ORT_WEB))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_that_fit_no_output_are_an_input_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tests import models
+
+    art = ob.export(models.mlp(), torch.randn(2, 8), dynamic_axes="batch")
+    with pytest.raises(ob.InputError, match=r"labels has 2 names, but no output has 2 columns"):
+        art.to_web(tmp_path / "site", labels=["a", "b"], preflight=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_web_sends_the_isolation_headers_and_refuses_a_folder_that_is_no_site(tmp_path):
+    import urllib.request
+
+    site = _tiny().to_web(tmp_path / "site", preflight=False)
+    with ob.serve_web(site) as server:
+        with urllib.request.urlopen(server.url) as response:
+            headers = response.headers
+        assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        with urllib.request.urlopen(server.url.replace("index.html", "worker.js")) as response:
+            assert response.headers["Content-Type"] == "text/javascript"
+    with pytest.raises(ob.InputError, match="not a site written by to_web"):
+        ob.serve_web(tmp_path)
+
+
+def test_the_web_command_serves_the_site_cross_origin_isolated_until_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    _tiny().save(tmp_path / "neg.onnx")
+    command = [sys.executable, "-m", "onnxbridge", "web", str(tmp_path / "neg.onnx"), "-o", str(tmp_path / "site")]
+    server = subprocess.Popen([*command, "--serve", "--port", "0", "--no-preflight"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "(cross-origin isolated; Ctrl-C stops)" in line, line
+        url = line.split("serving ")[1].split(" ")[0]
+        with urllib.request.urlopen(url) as response:
+            assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert b'<span id="ticker">' in response.read()
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0

@@ -70,6 +70,17 @@ class Plan:
     methods: tuple[str, ...]
 
 
+def class_labels(model: Any, outputs: Plan, names: list[str]) -> dict[str, list[str]] | None:
+    """Class names of the outputs that have one column per class (probabilities, multiclass scores)."""
+    classes = getattr(model, "classes_", None)
+    if outputs.kind != "classifier" or classes is None or isinstance(classes, list):
+        return None  # multi-output classifiers keep a list of class arrays
+    labels = [str(c) for c in np.asarray(classes).ravel()]
+    per_class = {"predict_proba"} | ({"decision_function"} if len(labels) > 2 else set())
+    found = {name: labels for name, method in zip(names, outputs.methods, strict=True) if method in per_class}
+    return found or None
+
+
 def plan(model: Any, n_outputs: int) -> Plan:
     """Which method each of the ``n_outputs`` outputs stands for."""
     from sklearn.base import is_classifier, is_clusterer, is_regressor

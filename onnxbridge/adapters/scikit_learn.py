@@ -119,6 +119,7 @@ class SklearnAdapter:
             reference_outputs=reference.on_sample(sample) if sample is not None and reference else None,
             notes=notes,
             properties={"precision": precision},
+            labels=_sklearn_outputs.class_labels(model, outputs, out_names),
         )
 
 

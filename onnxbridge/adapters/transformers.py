@@ -117,6 +117,10 @@ class TransformersAdapter:
         exported.framework_version = _transformers().__version__
         exported.notes = notes + exported.notes
         exported.properties = {**exported.properties, "task": task}
+        id2label = getattr(model.config, "id2label", None) or {}
+        if "classification" in task and id2label and len(exported.model.graph.output) == 1:
+            names = [str(id2label[i]) for i in sorted(id2label)]
+            exported.labels = {exported.model.graph.output[0].name: names}
         return exported
 
 

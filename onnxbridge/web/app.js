@@ -1,5 +1,7 @@
-// onnxbridge web page: builds a form from manifest.json and runs model.onnx with onnxruntime-web.
-// Plain ES module, no build step: read it, change it, serve the folder with any static server.
+// onnxbridge web page: builds a form from manifest.json; onnxruntime-web runs model.onnx in a
+// Web Worker (worker.js), so the page never freezes. Plain ES modules, no build step: read them,
+// change them, serve the folder with any static server (onnxbridge.serve_web adds the headers
+// that give WebAssembly several threads).
 
 const $ = (selector) => document.querySelector(selector);
 const TYPED = {
@@ -17,12 +19,37 @@ function plain(err) {
   return text.replace(/^Error: /, "");
 }
 
-async function loadRuntime(runtime) {
-  const base = new URL(runtime.base, document.baseURI).href; // wasm paths resolve against the module otherwise
-  const ort = await import(base + "ort.wasm.min.mjs");
-  ort.env.wasm.wasmPaths = base;
-  ort.env.wasm.numThreads = 1; // threads need cross-origin isolation, which a plain static server lacks
-  return ort;
+// -- the worker ------------------------------------------------------------------------------
+let worker, nextId = 0;
+const pending = new Map();
+
+function call(message, transfer = []) {
+  const id = ++nextId;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ ...message, id }, transfer);
+  });
+}
+
+function startWorker(manifest, onProgress) {
+  worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
+  const base = new URL(manifest.runtime.base, document.baseURI).href; // absolute: the worker resolves against itself
+  return new Promise((resolve, reject) => {
+    worker.onmessage = (event) => {
+      const m = event.data;
+      if (m.type === "progress") onProgress(m.loaded, m.total);
+      else if (m.type === "ready") resolve(m);
+      else if (m.type === "failed" && m.stage === "load") reject(new Error(m.message));
+      else if (m.id && pending.has(m.id)) {
+        const { resolve: done, reject: fail } = pending.get(m.id);
+        pending.delete(m.id);
+        if (m.type === "failed") fail(new Error(m.message)); else done(m);
+      }
+    };
+    worker.onerror = (event) => reject(new Error(event.message || "the worker failed to start"));
+    const backend = new URLSearchParams(location.search).get("backend") || manifest.runtime.backend || "wasm";
+    worker.postMessage({ type: "load", manifest, base, modelUrl: new URL(manifest.model, document.baseURI).href, backend });
+  });
 }
 
 function dimsOf(spec) {
@@ -43,14 +70,14 @@ function randomValues(dtype, count) {
   return values;
 }
 
-function tensorFrom(ort, spec, values, dims) {
+function tensorFrom(spec, values, dims) {
   const count = dims.reduce((a, b) => a * b, 1);
   if (values.length !== count) {
     throw new Error(`Input '${spec.name}' needs ${count} values for shape [${dims}], but got ${values.length}.`);
   }
   const Typed = TYPED[spec.dtype];
   const data = spec.dtype === "int64" ? Typed.from(values, (v) => BigInt(Math.round(v))) : Typed.from(values);
-  return new ort.Tensor(spec.dtype, data, dims);
+  return { type: spec.dtype, data, dims };
 }
 
 // -- image inputs: a drawing canvas and an upload, resized to the model's size -----------------
@@ -172,8 +199,46 @@ function inputValues(spec) {
   return [parsed].flat(Infinity).map(Number);
 }
 
-// -- running ----------------------------------------------------------------------------------
-let session, ort, manifest;
+// -- results a person reads: top-k with class names ---------------------------------------------
+let manifest, ready;
+
+function probabilitiesOf(row) {
+  const sum = row.reduce((a, b) => a + b, 0);
+  if (row.every((v) => v >= 0 && v <= 1) && Math.abs(sum - 1) < 1e-3) return { p: row, softmax: false };
+  const top = Math.max(...row);
+  const e = row.map((v) => Math.exp(v - top));
+  const total = e.reduce((a, b) => a + b, 0);
+  return { p: e.map((v) => v / total), softmax: true };
+}
+
+function topK(spec, values, dims, block) {
+  const classes = dims[1];
+  const k = Math.min(5, classes);
+  let softmax = false;
+  for (let row = 0; row < Math.min(dims[0], 4); row++) {
+    const scores = probabilitiesOf(values.slice(row * classes, (row + 1) * classes));
+    softmax = scores.softmax;
+    const order = scores.p.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
+    const list = document.createElement("ol");
+    list.className = "topk";
+    list.id = `topk-${spec.name}-${row}`;
+    for (const [p, i] of order) {
+      const item = document.createElement("li");
+      const name = spec.labels ? spec.labels[i] : `class ${i}`;
+      item.dataset.label = name; item.dataset.index = String(i); item.dataset.p = String(p);
+      const bar = document.createElement("span");
+      bar.className = "bar"; bar.style.width = `${(100 * p).toFixed(1)}%`;
+      item.append(`${name} `, bar, ` ${(100 * p).toFixed(1)}%`);
+      list.append(item);
+    }
+    if (dims[0] > 1) block.append(`row ${row}:`);
+    block.append(list);
+  }
+  const note = document.createElement("p");
+  note.className = "note"; note.id = `softmax-${spec.name}`;
+  note.textContent = softmax ? "softmax applied: the outputs are logits" : "the outputs are probabilities";
+  block.append(note);
+}
 
 function render(outputs) {
   const section = $("#outputs");
@@ -188,65 +253,117 @@ function render(outputs) {
     block.dataset.dims = JSON.stringify(tensor.dims);
     const title = document.createElement("h3");
     title.textContent = `${spec.name}: ${tensor.type} [${tensor.dims.join(", ")}]`;
-    const pre = document.createElement("pre");
-    pre.textContent = values.slice(0, 64).map((v) => (Number.isInteger(v) ? v : v.toFixed(5))).join(", ") +
-      (values.length > 64 ? ` … (${values.length} values)` : "");
-    block.append(title, pre);
-    if (tensor.type.startsWith("float") && tensor.dims.length === 2 && tensor.dims[1] > 1) {
-      const classes = tensor.dims[1];
+    block.append(title);
+    const classes = tensor.dims.length === 2 && tensor.dims[1] > 1 && tensor.type.startsWith("float");
+    if (classes) {
       const winners = [];
       for (let row = 0; row < tensor.dims[0]; row++) {
-        const slice = values.slice(row * classes, (row + 1) * classes);
+        const slice = values.slice(row * tensor.dims[1], (row + 1) * tensor.dims[1]);
         winners.push(slice.indexOf(Math.max(...slice)));
       }
       const argmax = document.createElement("p");
       argmax.className = "argmax";
       argmax.id = `argmax-${spec.name}`;
-      argmax.textContent = `argmax: ${winners.join(", ")}`;
+      argmax.textContent = spec.labels ? winners.map((i) => spec.labels[i]).join(", ") : `argmax: ${winners.join(", ")}`;
       block.append(argmax);
+      topK(spec, values, tensor.dims, block);
     }
+    const pre = document.createElement("pre");
+    pre.textContent = (classes ? "" : "values: ") +
+      values.slice(0, 64).map((v) => (Number.isInteger(v) || typeof v !== "number" ? v : v.toFixed(5))).join(", ") +
+      (values.length > 64 ? ` … (${values.length} values)` : "");
+    block.append(pre);
     section.append(block);
   }
 }
 
+// -- running ----------------------------------------------------------------------------------
+function feedsFromForm() {
+  const feeds = {}, transfer = [];
+  for (const spec of manifest.inputs) {
+    if (!spec.supported) throw new Error(`Input '${spec.name}' has type ${spec.dtype}, which this page cannot fill.`);
+    const dims = spec.image && document.getElementById(`mode-${spec.name}`).value === "image"
+      ? spec.shape.map((d, axis) => (typeof d === "number" ? d : axis === 0 ? 1 : d))
+      : dimsOf(spec);
+    feeds[spec.name] = tensorFrom(spec, inputValues(spec), dims);
+    transfer.push(feeds[spec.name].data.buffer);
+  }
+  return { feeds, transfer };
+}
+
+let firstRunMs = null;
+
 async function runModel() {
-  if (!session) return;
+  if (!ready) return;
   $("#error").textContent = "";
+  $("#latency").removeAttribute("data-ms");
   try {
-    const feeds = {};
-    for (const spec of manifest.inputs) {
-      if (!spec.supported) {
-        throw new Error(`Input '${spec.name}' has type ${spec.dtype}, which this page cannot fill.`);
-      }
-      const dims = spec.image && document.getElementById(`mode-${spec.name}`).value === "image"
-        ? spec.shape.map((d, axis) => (typeof d === "number" ? d : axis === 0 ? 1 : d))
-        : dimsOf(spec);
-      feeds[spec.name] = tensorFrom(ort, spec, inputValues(spec), dims);
-    }
-    const start = performance.now();
-    const outputs = await session.run(feeds);
-    const elapsed = performance.now() - start;
-    render(outputs);
-    $("#latency").textContent = `ran in ${elapsed.toFixed(2)} ms (onnxruntime-web ${manifest.runtime.version}, wasm)`;
-    $("#latency").dataset.ms = String(elapsed);
+    const { feeds, transfer } = feedsFromForm();
+    $("#status").textContent = "Running…";
+    const result = await call({ type: "run", feeds }, transfer);
+    render(result.outputs);
+    if (firstRunMs === null) { firstRunMs = result.ms; $("#first-run").textContent = `${result.ms.toFixed(1)} ms`; }
+    $("#latency").textContent = `ran in ${result.ms.toFixed(2)} ms (onnxruntime-web ${manifest.runtime.version}, ` +
+      `${ready.backend}, ${ready.threads} thread${ready.threads > 1 ? "s" : ""})`;
+    $("#latency").dataset.ms = String(result.ms);
     $("#status").textContent = "Done.";
   } catch (err) {
     showError(`The model could not run: ${plain(err)}`);
   }
 }
 
+async function benchmark() {
+  $("#error").textContent = "";
+  try {
+    const { feeds, transfer } = feedsFromForm();
+    $("#status").textContent = "Timing 30 runs…";
+    const { times } = await call({ type: "bench", feeds, runs: 30 }, transfer);
+    const sorted = [...times].sort((a, b) => a - b);
+    const median = sorted[Math.floor(sorted.length / 2)];
+    $("#median").textContent = `${median.toFixed(2)} ms (median of ${times.length} runs)`;
+    $("#median").dataset.ms = String(median);
+    $("#status").textContent = "Done.";
+  } catch (err) {
+    showError(`The model could not run: ${plain(err)}`);
+  }
+}
+
+function showBackend(info) {
+  const backend = $("#backend");
+  backend.dataset.used = info.backend;
+  backend.dataset.requested = info.requested;
+  backend.dataset.threads = String(info.threads);
+  backend.textContent = info.fallback
+    ? `wasm (${info.requested} was requested: ${info.fallback}; fell back to wasm)`
+    : info.backend;
+  $("#threads").textContent = `${info.threads} ` + (info.isolated
+    ? "(the page is cross-origin isolated)"
+    : "(not cross-origin isolated: serve the site with onnxbridge web --serve for more threads)");
+  $("#fetch").textContent = `${info.fetchMs.toFixed(1)} ms`;
+  $("#create").textContent = `${info.createMs.toFixed(1)} ms`;
+}
+
 async function main() {
+  setInterval(() => { const t = $("#ticker"); t.textContent = String(Number(t.textContent) + 1); }, 50);
   try {
     manifest = await (await fetch("manifest.json")).json();
     document.title = manifest.title;
     $("#title").textContent = manifest.title;
     buildForm(manifest);
-    ort = await loadRuntime(manifest.runtime);
-    session = await ort.InferenceSession.create(manifest.model, { executionProviders: ["wasm"] });
-    $("#status").textContent = `Ready: onnxruntime-web ${manifest.runtime.version}. Fill the inputs and press Run.`;
+    const big = (manifest.model_bytes || 0) > 4 * 2 ** 20;
+    const progress = $("#load-progress");
+    progress.hidden = !big;
+    ready = await startWorker(manifest, (loaded, total) => {
+      progress.max = total || loaded; progress.value = loaded;
+      $("#status").textContent = `Loading the model: ${(loaded / 2 ** 20).toFixed(1)} of ${((total || loaded) / 2 ** 20).toFixed(1)} MB…`;
+    });
+    showBackend(ready);
+    $("#status").textContent = `Ready: onnxruntime-web ${manifest.runtime.version} on ${ready.backend}. Fill the inputs and press Run.`;
     $("#status").dataset.ready = "true";
     $("#run").disabled = false;
+    $("#bench").disabled = false;
     $("#run").addEventListener("click", runModel);
+    $("#bench").addEventListener("click", benchmark);
   } catch (err) {
     showError(`Loading failed: ${plain(err)}`);
   }
