@@ -18,7 +18,7 @@ CORE_TESTS := tests/test_import.py tests/test_helpers.py tests/test_axes_and_pro
 	tests/test_session_inputs.py tests/test_registry.py tests/test_cli.py tests/test_adapter_contract.py \
 	tests/test_batch_and_qdq.py
 
-.PHONY: venv web-runtime demo test test-core lint docs dist bench clean
+.PHONY: venv web-runtime web-bench-runtime demo test test-core lint docs dist bench clean
 
 venv:
 	python3 scripts/ensure_venv.py $(VENV) $(EXTRAS)
@@ -43,6 +43,13 @@ web-runtime: venv
 	@test -f $(ORT_WEB)/ort.wasm.min.mjs && grep -q '"version": "$(ORT_WEB_VERSION)"' $(ORT_WEB)/../package.json \
 		|| npm install --prefix $(VENV)/web --no-audit --no-fund --silent onnxruntime-web@$(ORT_WEB_VERSION)
 
+# TensorFlow.js for the browser benchmark only (benchmarks/bench_web.py), pinned.
+TFJS_VERSION := 4.22.0
+web-bench-runtime: venv
+	@grep -q '"version": "$(TFJS_VERSION)"' $(VENV)/web/node_modules/@tensorflow/tfjs/package.json 2>/dev/null \
+		|| npm install --prefix $(VENV)/web --no-audit --no-fund --silent \
+			@tensorflow/tfjs@$(TFJS_VERSION) @tensorflow/tfjs-backend-wasm@$(TFJS_VERSION)
+
 test-core:
 	python3 scripts/ensure_venv.py $(CORE_VENV) test
 	$(CORE_VENV)/bin/python -m pytest -p no:cacheprovider $(CORE_TESTS)
@@ -53,13 +60,13 @@ test-core:
 test: lint docs dist web-runtime test-core
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest -n 2 --dist loadfile
 
-bench: venv web-runtime
+bench: venv web-runtime web-bench-runtime
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_tensorflow.py
 	$(PY) benchmarks/bench_sklearn.py
 	$(PY) benchmarks/bench_quantization.py
 	$(PY) benchmarks/bench_large_models.py
-	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) benchmarks/bench_web.py
+	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) ONNXBRIDGE_TFJS=$(VENV)/web/node_modules/@tensorflow $(PY) benchmarks/bench_web.py
 	$(PY) benchmarks/bench_engines.py
 
 clean:

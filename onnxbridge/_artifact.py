@@ -297,7 +297,7 @@ class Artifact:
         return child
 
     def with_opset(self, opset: int, *, samples: Iterable[Any] | None = None) -> Artifact:
-        """A copy at another opset of the default ONNX domain, validated against this artifact's source.
+        """A copy at another opset of the default ONNX domain, validated against the source (if quantized: itself).
 
         ``onnx.version_converter`` converts; an operator that did not exist yet at ``opset`` is
         refused up front with the lowest opset the model can go to. Going down also lowers the IR
@@ -318,7 +318,11 @@ class Artifact:
         from onnxbridge import _opset
 
         model, notes = _opset.convert(self.model, opset)
-        child = self._derive(model, {"opset": str(opset)})
+        own = None  # a quantized model differs from its source by design: hold the conversion to the model itself
+        if "quantization" in self.properties:
+            run = self.session(providers=["cpu"]).run
+            own = Reference.of(self.reference.feeds(), lambda feeds: dict(run(feeds)), None, self.dynamic_axes)
+        child = self._derive(model, {"opset": str(opset)}, own)
         child.export_notes = (*child.export_notes, *notes)
         child.validate(samples=samples)
         return child

@@ -89,7 +89,7 @@ def check_release(
     model: onnx.ModelProto, runtime: Runtime, properties: Mapping[str, str] | None = None
 ) -> tuple[list[CompatFinding], list[str]]:
     """Findings and notes for ``model`` on ``runtime``'s CPU kernels."""
-    from onnxbridge import _graph
+    from onnxbridge import _graph, _opset
     from onnxbridge import _ort_releases as ort_releases
     from onnxbridge._ort_releases import ONNX_DOMAIN, opsets_of
 
@@ -108,6 +108,8 @@ def check_release(
     if ml > runtime.opsets["ai.onnx.ml"]:
         first = ort_releases.first_release_loading("ai.onnx.ml", ml)
         fix = f"deploy onnxruntime {first} or newer" if first else "no recorded onnxruntime release loads it"
+        if "ai.onnx.ml" in _opset.unused_domains(model):
+            fix = _BY_OPSET  # imported but unused: an opset conversion drops the import
         findings.append(
             CompatFinding(f"ai.onnx.ml opset {ml}; {name} loads {runtime.opsets['ai.onnx.ml']} at most", fix)
         )

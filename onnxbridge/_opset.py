@@ -63,7 +63,8 @@ def convert(model: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto, list[
     if current == target:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        return copy, [f"already at opset {target}: nothing converted", *_lower_ir_version(copy, target)]
+        dropped = drop_unused_imports(copy)
+        return copy, [f"already at opset {target}: nothing converted", *dropped, *_lower_ir_version(copy, target)]
     missing = missing_at(model, target)
     if missing:
         listed = ", ".join(f"{op} (opset {since})" for op, since in sorted(missing.items()))
@@ -80,9 +81,31 @@ def convert(model: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto, list[
             f"{', '.join(sorted(relabelled))}: onnx has no adapter down to opset {target}; the nodes use nothing "
             "the older version lacks (attributes, inputs, types), so they keep their form (validation checks it)"
         )
+    notes += drop_unused_imports(converted)
     if target < current:
         notes += _lower_ir_version(converted, target)
     return converted, notes
+
+
+def unused_domains(model: onnx.ModelProto) -> list[str]:
+    """Domains the model imports an opset of but no node (nor local function) uses."""
+    from onnxbridge import _graph
+
+    used = {n.domain or "ai.onnx" for n in _graph.all_nodes(model.graph)}
+    used |= {n.domain or "ai.onnx" for f in model.functions for n in f.node} | {f.domain for f in model.functions}
+    return [o.domain for o in model.opset_import if (o.domain or "ai.onnx") not in used | {"ai.onnx"}]
+
+
+def drop_unused_imports(model: onnx.ModelProto) -> list[str]:
+    """Remove opset imports no node uses (they can demand a newer IR version and runtime); notes."""
+    unused = unused_domains(model)
+    if not unused:
+        return []
+    kept = [o for o in model.opset_import if o.domain not in unused]
+    dropped = [f"{o.domain} {o.version}" for o in model.opset_import if o.domain in unused]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return [f"dropped opset imports no node uses: {', '.join(dropped)}"]
 
 
 _NO_ADAPTER = re.compile(r"No Adapter (?:From|To) Version \$?(\d+) for (\w+)")

@@ -105,3 +105,14 @@ def test_cli_converts_with_json_and_refuses_with_exit_2(cnn, encoder, tmp_path):
     assert refused.returncode == 2
     assert "LayerNormalization" in refused.stderr
     assert not (tmp_path / "encoder13.onnx").exists()
+
+
+def test_a_quantized_file_is_held_to_itself_when_converted(cnn, tmp_path):
+    # A loaded int8 file records its float source's outputs; the conversion must not be judged
+    # against those (int8 differs from them by design) but against the int8 model it converts.
+    cnn.quantize("dynamic", allow_slower=True).save(tmp_path / "int8.onnx")
+    loaded = ob.load(tmp_path / "int8.onnx")
+    assert not loaded.validate(raise_on_failure=False, rtol=1e-3, atol=1e-5).ok  # vs the float source: differs
+    converted = loaded.with_opset(17)
+    assert converted.validation.ok
+    assert converted.validation.summary()["max_abs_error"] < 1e-4

@@ -72,6 +72,38 @@ def test_drawing_on_the_canvas_produces_a_prediction(browser, digits_cnn, tmp_pa
         site.close()
 
 
+def test_an_image_dropped_on_the_canvas_is_shown_and_classified(browser, digits_cnn, tmp_path):
+    art, _ = digits_cnn
+    site = page(browser, art, tmp_path / "drop", preprocess={"scale": 1 / 255}, labels=[str(d) for d in range(10)])
+    try:
+        site.page.evaluate(
+            """async () => {
+                const picture = new OffscreenCanvas(64, 64);
+                const ctx = picture.getContext("2d");
+                ctx.fillStyle = "#000"; ctx.fillRect(0, 0, 64, 64);
+                ctx.fillStyle = "#fff"; ctx.fillRect(28, 8, 8, 48);  // a "1"
+                const blob = await picture.convertToBlob({ type: "image/png" });
+                const data = new DataTransfer();
+                data.items.add(new File([blob], "one.png", { type: "image/png" }));
+                document.querySelector("#canvas-input").dispatchEvent(
+                    new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+            }"""
+        )
+        site.page.wait_for_selector("#latency[data-ms]", timeout=30_000)
+        assert site.page.input_value("#mode-input") == "image"
+        listed = site.top_k("output")
+        assert len(listed) == 5
+        assert site.page.text_content("#argmax-output") == listed[0][0]
+        # the canvas shows the dropped picture: its centre column is white
+        centre = site.page.evaluate(
+            "Array.from(document.querySelector('#canvas-input').getContext('2d').getImageData(112, 112, 1, 1).data)"
+        )
+        assert centre[:3] == [255, 255, 255]
+        assert site.console == []
+    finally:
+        site.close()
+
+
 def test_mlp_page_matches_python(browser, tmp_path):
     torch = pytest.importorskip("torch")
     from tests import models

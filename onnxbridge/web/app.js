@@ -108,14 +108,22 @@ function imageWidget(spec, fieldset) {
   clear.addEventListener("click", () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); });
   const upload = document.createElement("input");
   upload.type = "file"; upload.accept = "image/*"; upload.id = `upload-${spec.name}`;
-  upload.addEventListener("change", async () => {
-    const bitmap = await createImageBitmap(upload.files[0]);
+  const show = async (file) => {
+    const bitmap = await createImageBitmap(file);
     ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    document.getElementById(`mode-${spec.name}`).value = "image";
     runModel();
+  };
+  upload.addEventListener("change", () => show(upload.files[0]));
+  canvas.addEventListener("dragover", (event) => event.preventDefault());
+  canvas.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file && file.type.startsWith("image/")) show(file);
   });
   const note = document.createElement("p");
   note.className = "note";
-  note.textContent = `Draw or upload an image; it is resized to ${image.width}x${image.height}, ` +
+  note.textContent = `Draw, upload or drop an image here; it is resized to ${image.width}x${image.height}, ` +
     `${image.channels === 1 ? "grey" : "RGB"}, (pixel * ${image.scale.toPrecision(3)} - mean) / std, ${image.layout}.`;
   wrap.append(canvas, document.createElement("br"), clear, upload, note);
   fieldset.append(wrap);
@@ -302,7 +310,11 @@ async function runModel() {
     $("#status").textContent = "Running…";
     const result = await call({ type: "run", feeds }, transfer);
     render(result.outputs);
-    if (firstRunMs === null) { firstRunMs = result.ms; $("#first-run").textContent = `${result.ms.toFixed(1)} ms`; }
+    if (firstRunMs === null) {
+      firstRunMs = result.ms;
+      $("#first-run").textContent = `${result.ms.toFixed(1)} ms`;
+      $("#first-run").dataset.ms = String(result.ms);
+    }
     $("#latency").textContent = `ran in ${result.ms.toFixed(2)} ms (onnxruntime-web ${manifest.runtime.version}, ` +
       `${ready.backend}, ${ready.threads} thread${ready.threads > 1 ? "s" : ""})`;
     $("#latency").dataset.ms = String(result.ms);
@@ -316,8 +328,9 @@ async function benchmark() {
   $("#error").textContent = "";
   try {
     const { feeds, transfer } = feedsFromForm();
-    $("#status").textContent = "Timing 30 runs…";
-    const { times } = await call({ type: "bench", feeds, runs: 30 }, transfer);
+    const runs = Number(new URLSearchParams(location.search).get("runs")) || 30;
+    $("#status").textContent = `Timing ${runs} runs…`;
+    const { times } = await call({ type: "bench", feeds, runs }, transfer);
     const sorted = [...times].sort((a, b) => a - b);
     const median = sorted[Math.floor(sorted.length / 2)];
     $("#median").textContent = `${median.toFixed(2)} ms (median of ${times.length} runs)`;
@@ -340,7 +353,9 @@ function showBackend(info) {
     ? "(the page is cross-origin isolated)"
     : "(not cross-origin isolated: serve the site with onnxbridge web --serve for more threads)");
   $("#fetch").textContent = `${info.fetchMs.toFixed(1)} ms`;
+  $("#fetch").dataset.ms = String(info.fetchMs);
   $("#create").textContent = `${info.createMs.toFixed(1)} ms`;
+  $("#create").dataset.ms = String(info.createMs);
 }
 
 async function main() {
