@@ -114,7 +114,7 @@ def check_release(
             CompatFinding(f"ai.onnx.ml opset {ml}; {name} loads {runtime.opsets['ai.onnx.ml']} at most", fix)
         )
     local = {(f.domain, f.name) for f in model.functions}
-    types = _element_types(model)
+    types = _graph.element_types(model)
     grouped: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
     for node in _graph.all_nodes(model.graph):
         if (node.domain, node.op_type) in local or (node.domain in ("", ONNX_DOMAIN) and node.op_type == "Constant"):
@@ -152,6 +152,12 @@ def _node_problem(
         return "", "", f"{op} has no float16 CPU kernel in {name}; onnxruntime runs it through casts to float32"
     if schema is not None and (schema.has_function or schema.has_context_dependent_function):
         return "", "", f"{op} has no kernel in {name}; it runs as its ONNX function (other operators)"
+    if ort_releases.kernel_for(runtime, node.domain, node.op_type, None, {}) is not None and (
+        ort_releases.kernel_for(runtime, node.domain, node.op_type, version, {}) is None
+    ):
+        covered = sorted((k.start, k.end) for k in runtime.kernels[(node.domain or "ai.onnx", node.op_type)])
+        spans = ", ".join(f"{a}" if a == b else f"{a}-{b if b < 2**31 - 1 else ''}" for a, b in covered)
+        return f"{name} has no CPU kernel for {op} (its kernels cover versions {spans})", _BY_OPSET, ""
     first = ort_releases.first_release_with(node.domain, node.op_type, version, wanted)
     upgrade = (
         f"deploy onnxruntime {first} or newer (the first recorded release that runs it)"
@@ -165,10 +171,6 @@ def _node_problem(
         upgrade = f"art.optimize() fused it: deploy the artifact before optimize(), optimize('basic'), or {upgrade}"
     if ort_releases.kernel_for(runtime, node.domain, node.op_type, None, {}) is None:
         return f"{name} has no CPU kernel for {node.op_type}", upgrade, ""
-    if ort_releases.kernel_for(runtime, node.domain, node.op_type, version, {}) is None:
-        covered = sorted((k.start, k.end) for k in runtime.kernels[(node.domain or "ai.onnx", node.op_type)])
-        spans = ", ".join(f"{a}" if a == b else f"{a}-{b if b < 2**31 - 1 else ''}" for a, b in covered)
-        return f"{name} has no CPU kernel for {op} (its kernels cover versions {spans})", _BY_OPSET, ""
     listed = ", ".join(sorted(set(wanted.values())))
     return f"{name} has no CPU kernel for {node.op_type} on {listed}", upgrade, ""
 
@@ -199,53 +201,6 @@ def _node_types(node: onnx.NodeProto, schema: Any, types: Mapping[str, str]) -> 
                 continue
             wanted.setdefault(formal.type_str, types[value])
     return wanted
-
-
-def _element_types(model: onnx.ModelProto) -> dict[str, str]:
-    """``tensor(<type>)`` of every value whose element type shape inference finds.
-
-    Weights are declared as inputs of a copy without their data, so that models past 2 GiB are
-    inferred as quickly as small ones.
-    """
-    import onnx
-
-    from onnxbridge import _graph
-
-    light = onnx.ModelProto()
-    light.CopyFrom(model) if model.ByteSize() < 2**28 else _light_copy(model, light)
-    for init in list(light.graph.initializer):
-        light.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    del light.graph.initializer[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light)
-    except (onnx.shape_inference.InferenceError, ValueError):
-        inferred = light  # the declared types only
-    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
-    for node in _graph.all_nodes(inferred.graph):
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                values += [*sub.input, *sub.value_info, *sub.output]
-    return {
-        v.name: f"tensor({onnx.helper.tensor_dtype_to_string(v.type.tensor_type.elem_type)[12:].lower()})"
-        for v in values
-        if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type
-    }
-
-
-def _light_copy(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
-    """A copy of ``model`` whose initializers keep their name, type and shape but no data."""
-    for name in ("ir_version", "opset_import", "functions"):
-        if name == "ir_version":
-            light.ir_version = model.ir_version
-        else:
-            getattr(light, name).extend(getattr(model, name))
-    graph = light.graph
-    graph.node.extend(model.graph.node)
-    graph.input.extend(model.graph.input)
-    graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
-    for init in model.graph.initializer:
-        graph.initializer.add(name=init.name, data_type=init.data_type, dims=init.dims)
 
 
 def _add_opset_fix(model: onnx.ModelProto, runtime: Runtime, report: CompatReport) -> None:

@@ -56,6 +56,40 @@ def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                 yield from all_nodes(sub)
 
 
+def element_types(model: onnx.ModelProto) -> dict[str, str]:
+    """``tensor(<type>)`` of every value whose element type onnx's shape inference finds, subgraphs included.
+
+    Inferred on a copy whose weights are declared as inputs without their data, so a model past
+    2 GiB costs no more than a small one.
+    """
+    import onnx
+
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    for name in ("node", "input", "output", "value_info"):
+        getattr(light.graph, name).extend(getattr(model.graph, name))
+    declared = {v.name for v in model.graph.input}
+    light.graph.input.extend(
+        onnx.helper.make_tensor_value_info(w.name, w.data_type, list(w.dims))
+        for w in model.graph.initializer
+        if w.name not in declared
+    )
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        inferred = light  # the declared types only
+    graphs = [inferred.graph]
+    for node in all_nodes(inferred.graph):
+        graphs += [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
+    return {
+        v.name: f"tensor({onnx.helper.tensor_dtype_to_string(v.type.tensor_type.elem_type)[12:].lower()})"
+        for g in graphs
+        for v in [*g.input, *g.value_info, *g.output]
+        if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type
+    }
+
+
 def rename_values(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
     """Rename values everywhere they appear in ``graph`` (subgraphs included)."""
     if not mapping:

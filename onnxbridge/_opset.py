@@ -11,6 +11,7 @@ import functools
 import re
 from typing import TYPE_CHECKING, Any
 
+from onnxbridge import _graph
 from onnxbridge._errors import ExportError, InputError, first_line
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ def _introduced() -> dict[str, int]:
 
 def missing_at(model: onnx.ModelProto, target: int) -> dict[str, int]:
     """Operators of ``model`` that did not exist yet at opset ``target``, with the opset each needs."""
-    from onnxbridge import _graph
-
     needs = {}
     for node in _graph.all_nodes(model.graph):
         if node.domain in ("", "ai.onnx"):
@@ -89,8 +88,6 @@ def convert(model: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto, list[
 
 def unused_domains(model: onnx.ModelProto) -> list[str]:
     """Domains the model imports an opset of but no node (nor local function) uses."""
-    from onnxbridge import _graph
-
     used = {n.domain or "ai.onnx" for n in _graph.all_nodes(model.graph)}
     used |= {n.domain or "ai.onnx" for f in model.functions for n in f.node} | {f.domain for f in model.functions}
     return [o.domain for o in model.opset_import if (o.domain or "ai.onnx") not in used | {"ai.onnx"}]
@@ -125,7 +122,7 @@ def _convert_filling_gaps(model: onnx.ModelProto, target: int) -> tuple[onnx.Mod
     # With every value's shape recorded before any node is parked (parked nodes infer nothing):
     # onnx's adapters read shapes (Softmax 13 -> 12 its input's rank) and crash without them.
     work = _with_shapes(model)
-    types = _element_types(model)
+    types = _graph.element_types(model)
     parked: set[str] = set()
     while True:
         try:
@@ -171,8 +168,6 @@ def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _set_domain(graph: onnx.GraphProto, op: str | None, old: str, new: str) -> None:
-    from onnxbridge import _graph
-
     for node in _graph.all_nodes(graph):
         if node.domain == old and (op is None or node.op_type == op):
             node.domain = new
@@ -206,8 +201,6 @@ def _irrelevant(model: onnx.ModelProto, node: onnx.NodeProto, name: str) -> bool
 
 def _drop_defaults(model: onnx.ModelProto, op: str, target: int) -> None:
     """Remove attributes the older version lacks from ``op`` nodes (they hold their default, or cannot matter)."""
-    from onnxbridge import _graph
-
     defaults = _defaults_only(model, op, target)
     for node in _graph.all_nodes(model.graph):
         if node.op_type == op and node.domain in ("", "ai.onnx"):
@@ -216,21 +209,9 @@ def _drop_defaults(model: onnx.ModelProto, op: str, target: int) -> None:
             node.attribute.extend(kept)
 
 
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    """The element type of every value shape inference knows, and of every initializer."""
-    import onnx
-
-    typed = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.input, *typed.graph.value_info]}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
-    return types
-
-
-def _newer_than(model: onnx.ModelProto, op: str, target: int, types: dict[str, int]) -> str:
+def _newer_than(model: onnx.ModelProto, op: str, target: int, types: dict[str, str]) -> str:
     """What the ``op`` nodes use that its version at ``target`` lacks ('' when nothing)."""
     import onnx
-
-    from onnxbridge import _graph
 
     old = onnx.defs.get_schema(op, target)
     allowed = {c.type_param_str: set(c.allowed_type_strs) for c in old.type_constraints}
@@ -250,11 +231,9 @@ def _newer_than(model: onnx.ModelProto, op: str, target: int, types: dict[str, i
         if len(node.input) > old.max_input:
             return f"a node has {len(node.input)} inputs; opset {target}'s {op} takes at most {old.max_input}"
         for name, formal in zip(node.input, old.inputs, strict=False):
-            elem = types.get(name)
-            if name and elem and formal.type_str in allowed:
-                type_str = f"tensor({onnx.helper.tensor_dtype_to_string(elem).split('.')[-1].lower()})"
-                if type_str not in allowed[formal.type_str]:
-                    return f"a node takes {type_str}, which opset {target}'s {op} does not accept"
+            type_str = types.get(name)
+            if name and type_str and formal.type_str in allowed and type_str not in allowed[formal.type_str]:
+                return f"a node takes {type_str}, which opset {target}'s {op} does not accept"
     return ""
 
 
