@@ -217,12 +217,14 @@ def _add_opset_fix(model: onnx.ModelProto, runtime: Runtime, report: CompatRepor
     )
     highest = min(current, runtime.opsets[ONNX_DOMAIN])
     if _serialization.model_bytes(model) > TRY_LIMIT:
-        report.findings = [CompatFinding(f.problem, f"art.with_opset({highest}) (not tried here: the model is past "
-                                   f"{TRY_LIMIT >> 20} MiB; with_opset validates it against the source)",
-                                   f.op_type, f.domain, f.nodes) if f.fix == _BY_OPSET else f
-                           for f in report.findings]  # fmt: skip
-        return
-    for target in range(highest, _opset.OLDEST - 1, -1):
+        fix = (
+            f"art.with_opset({highest}) (not tried here: the model is past {TRY_LIMIT >> 20} MiB; with_opset "
+            "validates it against the source)"
+        )
+        candidates: range = range(0)
+    else:
+        candidates = range(highest, _opset.OLDEST - 1, -1)
+    for target in candidates:
         try:
             converted, _ = _opset.convert(model, target)
         except OnnxBridgeError:

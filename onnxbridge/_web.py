@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 from onnxbridge import _web_check
 from onnxbridge._describe import tensor_info
 from onnxbridge._errors import InputError, MissingDependencyError, WebExportError
-from onnxbridge._web_check import ORT_WEB_VERSION, WASM_LIMIT, WEB_DOMAINS
+from onnxbridge._web_check import ORT_WEB_VERSION
 
 if TYPE_CHECKING:
     from onnxbridge._artifact import Artifact
+    from onnxbridge._compat_report import CompatFinding
 
 CDN = "https://cdn.jsdelivr.net/npm/onnxruntime-web@{version}/dist/"
 # Per backend, the onnxruntime-web module and the WebAssembly build it loads; each also runs the
@@ -58,17 +59,9 @@ def to_web(
     target = Path(directory)
     model = artifact.model
     size = _serialization.model_bytes(model)
-    if size >= WASM_LIMIT:
-        raise WebExportError(
-            f"The model is {size / 2**30:.1f} GiB; a browser's WebAssembly memory holds at most 2 GiB, model "
-            "included. Quantize it (art.quantize('dynamic') or 'fp16') or serve it from a server instead."
-        )
-    domains = sorted({n.domain for n in model.graph.node} - WEB_DOMAINS)
-    if domains:
-        raise WebExportError(
-            f"The model uses operators from domain(s) {domains}, which onnxruntime-web does not implement. "
-            "Re-export without custom operators."
-        )
+    refused = _web_check.static_findings(model)  # size and operator domains, whatever the preflight
+    if refused:
+        raise WebExportError(_refusal("onnxruntime-web cannot run this model", refused))
     if backend not in BACKENDS:
         raise InputError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)} (the page falls back to wasm).")
     runtime_info = _runtime(runtime, backend)
@@ -186,14 +179,16 @@ def _preflight(artifact: Artifact, wanted: bool | str) -> dict[str, Any]:
         return {"ran": False, "why": "Node.js or onnxruntime-web not found (ONNXBRIDGE_ORT_WEB_DIST)"}
     report = _web_check.compat(artifact)
     if not report.ok:
-        problems = "; ".join(
-            f"{f.problem}" + (f" ({f.op_type}, node {', '.join(f.nodes[:3])})" if f.op_type else "") + f": {f.fix}"
-            for f in report.findings
-        )
-        raise WebExportError(
-            f"onnxruntime-web cannot run this model, checked under Node.js: {problems}. Nothing was written."
-        )
+        raise WebExportError(_refusal("onnxruntime-web cannot run this model, checked under Node.js", report.findings))
     return {"ran": True, "target": report.target, "checked": report.checked}
+
+
+def _refusal(why: str, findings: Sequence[CompatFinding]) -> str:
+    problems = "; ".join(
+        f"{f.problem}" + (f" ({f.op_type}, node {', '.join(f.nodes[:3])})" if f.op_type else "") + f": {f.fix}"
+        for f in findings
+    )
+    return f"{why}: {problems}. Nothing was written."
 
 
 def _describe(value: Any, preprocess: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto
 
 import onnxbridge as ob
-from onnxbridge import _web
+from onnxbridge import _web, _web_check
 from tests.browser import ORT_WEB, SCREENSHOT, assert_matches, page
 from tests.onnx_models import unary
 
@@ -151,7 +151,7 @@ def _tiny() -> ob.Artifact:
 
 
 def test_model_too_large_for_webassembly_is_refused_and_nothing_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(_web, "WASM_LIMIT", 10)  # stands in for a model past 2 GiB
+    monkeypatch.setattr(_web_check, "WASM_LIMIT", 10)  # stands in for a model past 2 GiB
     with pytest.raises(ob.WebExportError, match="WebAssembly memory"):
         _tiny().to_web(tmp_path / "site")
     assert list(tmp_path.iterdir()) == []
