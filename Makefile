@@ -5,8 +5,8 @@
 # VENV may point anywhere; it is reused as long as pyproject.toml and the constraints are unchanged.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# onnxruntime-web for the browser tests, the version the generated pages pin (onnxbridge/_web_check.py).
-ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)"  .*/\1/p' onnxbridge/_web_check.py)
+# onnxruntime-web for the browser tests, the version the generated pages pin (onnxbridge/checks/_web_check.py).
+ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)"  .*/\1/p' onnxbridge/checks/_web_check.py)
 ORT_WEB := $(VENV)/web/node_modules/onnxruntime-web/dist
 EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,ray,spark,dev
 

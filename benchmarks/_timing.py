@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from onnxbridge._tables import markdown_table as table
-from onnxbridge._timing import Comparison, compare, per_call
+from onnxbridge.core._tables import markdown_table as table
+from onnxbridge.core._timing import Comparison, compare, per_call
 
 __all__ = ["Comparison", "compare", "per_call", "table"]

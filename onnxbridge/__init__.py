@@ -11,13 +11,16 @@ when first needed.
 
 from __future__ import annotations
 
-from onnxbridge._adapter import Adapter, Exported, ExportRequest  # writing adapters
 from onnxbridge._artifact import Artifact  # the exported model
-from onnxbridge._axes import DynamicAxesSpec  # what export(dynamic_axes=...) takes
-from onnxbridge._compat_report import CompatFinding, CompatReport  # what compat() finds
 from onnxbridge._compose import compose  # one graph from two artifacts
-from onnxbridge._composite import EncoderDecoderArtifact  # two graphs that generate together
-from onnxbridge._errors import (  # every failure is an OnnxBridgeError
+from onnxbridge._export import export  # the entry point
+from onnxbridge._loading import load  # loading a saved model
+from onnxbridge._pair import EncoderDecoderArtifact  # two graphs that generate together
+from onnxbridge._version import __version__
+from onnxbridge.checks._compat_report import CompatFinding, CompatReport  # what compat() finds
+from onnxbridge.checks._validation import Check, OutputComparison, ValidationReport  # validation results
+from onnxbridge.core._axes import DynamicAxesSpec  # what export(dynamic_axes=...) takes
+from onnxbridge.core._errors import (  # every failure is an OnnxBridgeError
     ExportError,
     InferenceError,
     InputError,
@@ -31,14 +34,9 @@ from onnxbridge._errors import (  # every failure is an OnnxBridgeError
     ValidationError,
     WebExportError,
 )
-from onnxbridge._export import export  # the entry point
-from onnxbridge._loading import load  # loading a saved model
-from onnxbridge._providers import ProviderSpec  # what session(providers=...) takes
-from onnxbridge._registry import register_adapter, supported_frameworks  # the adapter registry
-from onnxbridge._session import InputSpec, ProviderFallbackWarning, Session  # running
-from onnxbridge._validation import Check, OutputComparison, ValidationReport  # validation results
-from onnxbridge._version import __version__
-from onnxbridge._web_server import WebServer, serve_web  # the browser page, cross-origin isolated
+from onnxbridge.deploy._web_server import WebServer, serve_web  # the browser page, cross-origin isolated
+from onnxbridge.exporting._adapter import Adapter, Exported, ExportRequest  # writing adapters
+from onnxbridge.exporting._registry import register_adapter, supported_frameworks  # the adapter registry
 from onnxbridge.quantize import (  # quantization and optimization results
     Candidate,
     GenerationQuality,
@@ -48,6 +46,8 @@ from onnxbridge.quantize import (  # quantization and optimization results
     QuantizationReport,
     Reference,
 )
+from onnxbridge.running._providers import ProviderSpec  # what session(providers=...) takes
+from onnxbridge.running._session import InputSpec, ProviderFallbackWarning, Session  # running
 
 __all__ = [
     # Entry points

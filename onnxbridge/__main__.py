@@ -1,5 +1,5 @@
 """``python -m onnxbridge``: the command line."""
 
-from onnxbridge._cli import main
+from onnxbridge.cli._app import main
 
 main()

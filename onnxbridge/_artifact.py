@@ -7,21 +7,26 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge import _describe, _generation, _graph, _scratch, _serialization, _validation
-from onnxbridge._adapter import Exported, ReferenceFn
-from onnxbridge._axes import DynamicAxes
-from onnxbridge._feeds import as_feeds
-from onnxbridge._session import Session
-from onnxbridge.quantize._data import Reference
+from onnxbridge.checks import _validation
+from onnxbridge.core._axes import DynamicAxes
+from onnxbridge.core._types import Reference, ReferenceFn
+from onnxbridge.exporting import _describe
+from onnxbridge.exporting._adapter import Exported
+from onnxbridge.generation import _check, _loop
+from onnxbridge.generation._spec import GenerationOptions, GenerationSpec
+from onnxbridge.graph import _files, _graph, _metadata, _scratch
+from onnxbridge.quantize._options import QuantizeOptions
 from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, QuantizationReport
+from onnxbridge.running._feeds import as_feeds
+from onnxbridge.running._session import Session
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
     import onnxruntime as ort
 
-    from onnxbridge._compat_report import CompatReport
-    from onnxbridge._providers import ProviderSpec
+    from onnxbridge.checks._compat_report import CompatReport
+    from onnxbridge.running._providers import ProviderSpec
 
 __all__ = ["Artifact", "load"]
 
@@ -60,12 +65,11 @@ class Artifact:
         self._sample = exported.sample
         self._reference: ReferenceFn | None = exported.reference
         self._reference_outputs = exported.reference_outputs
-        self._path = path
-        self._scratch: _scratch.ScratchCopy | None = None
+        self._file = _scratch.ModelFile(path)
         self.parent: Artifact | None = None
         self.quantization: QuantizationReport | None = None
         self.optimization: OptimizationReport | None = None
-        self.generation: _generation.GenerationSpec | None = exported.generation
+        self.generation: GenerationSpec | None = exported.generation
         self.labels: dict[str, list[str]] | None = exported.labels
 
     # -- facts ---------------------------------------------------------------------------
@@ -159,30 +163,16 @@ class Artifact:
             facts=self.properties,
         )
         spec = self.generation
-        replay = (lambda record: _generation.replay(session(), spec)(record)) if spec is not None else None
-        return self._conclude(report, replay, raise_on_failure)
-
-    def _conclude(
-        self,
-        report: _validation.ValidationReport,
-        replay: Callable[[_generation.GreedyRecord], _generation.Generated] | None,
-        raise_on_failure: bool,
-    ) -> _validation.ValidationReport:
-        """Add the generation check (when there is something to replay), keep the report, raise on failure."""
-        if self.generation is not None and replay is not None:
-            report.checks.append(
-                _generation.check_generation(
-                    replay,
-                    self.generation,
-                    rtol=report.rtol,
-                    atol=report.atol,
-                    quantized=self.quantization.mode.value if self.quantization is not None else None,
-                )
-            )
-        self.validation = report
-        if not report.ok and raise_on_failure:
-            raise _validation.failure(report, self.framework)
-        return report
+        replay = (lambda record: _loop.replay(session(), spec)(record)) if spec is not None else None
+        self.validation = _check.conclude(
+            report,
+            spec,
+            replay,
+            quantized=self.quantization.mode.value if self.quantization is not None else None,
+            framework=self.framework,
+            raise_on_failure=raise_on_failure,
+        )
+        return self.validation
 
     # -- quantization ---------------------------------------------------------------------
     def quantize(
@@ -243,10 +233,7 @@ class Artifact:
             InputError: Unknown mode or tolerance, or calibration data that does not fit the model.
             QuantizationError: The tolerance cannot be met, or a quantization tool failed.
         """
-        from onnxbridge.quantize import _quantize
-
-        result = _quantize.quantize(
-            self,
+        options = QuantizeOptions.of(
             mode,
             calibration=calibration,
             method=method,
@@ -261,12 +248,19 @@ class Artifact:
             bits=bits,
             block_size=block_size,
         )
+        return self._quantized(options)
+
+    def _quantized(self, options: QuantizeOptions) -> Artifact:
+        """:meth:`quantize` with its options checked (what a pair calls for each of its graphs)."""
+        from onnxbridge.quantize import _quantize
+
+        result = _quantize.quantize(self.model, self.reference, self.framework, options)
         child = self._derive(result.model, {"quantization": result.report.mode.value}, result.source)
         child.quantization = result.report
         if self.generation is not None:
-            from onnxbridge.quantize import _generation as generation_quality
+            from onnxbridge.quantize import _generation_quality
 
-            result.report.generation = generation_quality.measure(
+            result.report.generation = _generation_quality.measure(
                 self.session(providers=["cpu"], threads=1),
                 child.session(providers=["cpu"], threads=1),
                 self.generation,
@@ -315,9 +309,9 @@ class Artifact:
             ExportError: onnx's converter failed.
             ValidationError: the converted model's outputs differ from the source's.
         """
-        from onnxbridge import _opset
+        from onnxbridge.graph import _opset
 
-        model, notes = _opset.convert(self.model, opset)
+        model, notes = _opset.convert_opset(self.model, opset)
         own = None  # a quantized model differs from its source by design: hold the conversion to the model itself
         if "quantization" in self.properties:
             run = self.session(providers=["cpu"]).run
@@ -345,9 +339,15 @@ class Artifact:
             InputError: The target is not one of these, or a release onnxbridge has no record of.
             MissingDependencyError: ``"onnxruntime-web"`` without Node.js or onnxruntime-web.
         """
-        from onnxbridge import _compat
+        from onnxbridge.checks import _compat
 
-        return _compat.check(self, target)
+        return _compat.check(
+            self.model, target, properties=self.properties, sample=self.reference.feeds(), run=self._cpu_run
+        )
+
+    def _cpu_run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Outputs of this model in onnxruntime on CPU (what the checks compare other runtimes with)."""
+        return dict(self.session(providers=["cpu"]).run(dict(feeds)))
 
     def _derive(
         self, model: onnx.ModelProto, properties: Mapping[str, str], source: Reference | None = None
@@ -407,12 +407,19 @@ class Artifact:
             WebExportError: The model is too large for WebAssembly memory, uses operators
                 onnxruntime-web lacks, or the preflight failed. Nothing is written.
         """
-        from onnxbridge import _web
+        from onnxbridge.deploy import _web
 
-        return _web.to_web(
-            self, directory, title=title, runtime=runtime, preprocess=preprocess, labels=labels, backend=backend,
-            preflight=preflight,
-        )  # fmt: skip
+        source = _web.WebModel(
+            model=self.model,
+            facts={"framework": self.framework, "exporter": self.exporter, "opset": self.opset},
+            labels=self.labels,
+            properties=self.properties,
+            sample=self.reference.feeds(),
+            run=self._cpu_run,
+            write=lambda path: self.save(path, external_data=False),
+        )
+        options = _web.WebOptions(title, runtime, preprocess, labels, backend, preflight)
+        return _web.to_web(source, directory, options)
 
     # -- running --------------------------------------------------------------------------
     def session(
@@ -485,37 +492,17 @@ class Artifact:
                 settings are invalid.
             InferenceError: onnxruntime failed during a step.
         """
-        spec = self.generation or _generation.GenerationSpec("text-generation")
-        return _generation.generate(
-            session or self.session(providers=["cpu"]),
-            spec,
-            input_ids,
-            attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
+        options = GenerationOptions(
+            max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id
+        )  # fmt: skip
+        spec = self.generation or GenerationSpec("text-generation")
+        return _loop.generate(
+            session or self.session(providers=["cpu"]), spec, input_ids, attention_mask, options
         ).tokens
 
     def _model_file(self) -> Path | None:
-        """A file holding this model for tools that take a path, or ``None`` when bytes will do.
-
-        Models with more than a few tens of MB of weights are read from a file: the one
-        they were loaded from, or a private scratch copy made once (weights streamed to
-        external data). Serializing them would cost a copy of every weight, and is
-        impossible past protobuf's 2 GiB.
-        """
-        if not _scratch.wants_file(self.model):
-            return None
-        if self._path is not None:
-            return self._path
-        if self._scratch is None or self._scratch.source is not self.model:
-            self._scratch = _scratch.ScratchCopy(self.model)
-        return self._scratch.path
+        """A file holding this model for tools that take a path, or ``None`` when bytes will do."""
+        return self._file.path(self.model)
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None, reference: bool = True) -> Path:
@@ -531,18 +518,31 @@ class Artifact:
         Returns:
             The path written.
         """
-        encoded = None
-        if reference and self._sample is not None:
-            outputs = self._reference_outputs
-            if outputs is None and self._reference is not None:
-                outputs = self._reference(self._sample)
-            if outputs is not None:
-                encoded = _serialization.encode_reference(self._sample, outputs)
-        _serialization.set_metadata(self.model, _serialization.artifact_facts(self, encoded))
-        return _serialization.save_model(self.model, path, external_data=external_data)
+        _metadata.write(self.model, self._file_facts(reference))
+        return _files.save_model(self.model, path, external_data=external_data)
+
+    def _file_facts(self, reference: bool) -> _metadata.FileFacts:
+        """What :meth:`save` records in the file (``reference``: the export sample and the source's outputs)."""
+        sample, outputs = (self._sample, self._reference_outputs) if reference else (None, None)
+        if sample is not None and outputs is None and self._reference is not None:
+            outputs = self._reference(sample)
+        recorded = (sample, outputs) if sample is not None and outputs is not None else None
+        reports = {"validation": self.validation, "quantization": self.quantization, "optimization": self.optimization}
+        return _metadata.FileFacts(
+            framework=self.framework,
+            framework_version=self.framework_version,
+            exporter=self.exporter,
+            dynamic_axes=self.dynamic_axes,
+            export_notes=self.export_notes,
+            properties=self.properties,
+            summaries={kind: report.summary() for kind, report in reports.items() if report is not None},
+            generation=self.generation.to_json() if self.generation is not None else None,
+            labels=self.labels,
+            reference=recorded,
+        )
 
 
 def load(path: str | os.PathLike[str]) -> Artifact:
     """An ``.onnx`` file as an :class:`Artifact` (public: :func:`onnxbridge.load`, which also reads folders)."""
     source = Path(path)
-    return Artifact(_describe.describe_onnx(_serialization.load_model(source)), path=source)
+    return Artifact(_describe.describe_onnx(_files.load_model(source)), path=source)

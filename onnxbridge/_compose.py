@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge._adapter import Exported, Feeds
-from onnxbridge._errors import InputError
+from onnxbridge.core._errors import InputError
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported
 
 if TYPE_CHECKING:
     import onnx
@@ -139,7 +140,7 @@ def _joinable(a: onnx.ModelProto, b: onnx.ModelProto, joints: Mapping[str, str])
     """Both models at the same default-domain opset (the higher) and IR version."""
     import onnx
 
-    from onnxbridge import _opset
+    from onnxbridge.graph import _opset
 
     a, b = onnx.ModelProto.FromString(a.SerializeToString()), onnx.ModelProto.FromString(b.SerializeToString())
     notes = []  # the artifacts' own graphs stay as they are: the edits below are on copies
@@ -147,9 +148,9 @@ def _joinable(a: onnx.ModelProto, b: onnx.ModelProto, joints: Mapping[str, str])
     if ours != theirs:
         target = max(ours, theirs)
         if ours < target:
-            a, _ = _opset.convert(a, target)
+            a, _ = _opset.convert_opset(a, target)
         else:
-            b, _ = _opset.convert(b, target)
+            b, _ = _opset.convert_opset(b, target)
         notes.append(f"opsets aligned: {'first' if ours < target else 'second'} model {min(ours, theirs)} -> {target}")
     for model in (a, b):
         if model.ir_version < max(a.ir_version, b.ir_version):
@@ -179,7 +180,7 @@ def _renamed(model: Any, mapping: Mapping[str, str]) -> Any:
         return model
     import onnx
 
-    from onnxbridge import _graph
+    from onnxbridge.graph import _graph
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -192,7 +193,7 @@ def _renamed(model: Any, mapping: Mapping[str, str]) -> Any:
 
 def _chain(first: Artifact, second: Artifact, joints: Mapping[str, str], renamed: Mapping[str, str]) -> Any:
     """The two sources one after the other, each joint cast to the dtype the second graph takes."""
-    from onnxbridge import _graph
+    from onnxbridge.graph import _graph
 
     run_first, run_second = first.reference.run, second.reference.run
     assert run_first is not None

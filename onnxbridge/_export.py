@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from onnxbridge._artifact import Artifact
-from onnxbridge._axes import DynamicAxesSpec
-from onnxbridge._composite import EncoderDecoderArtifact
-from onnxbridge._convert import convert
+from onnxbridge._pair import EncoderDecoderArtifact
+from onnxbridge.core._axes import DynamicAxesSpec
+from onnxbridge.exporting._dispatch import export_model
 
 __all__ = ["export"]
 
@@ -23,7 +23,7 @@ def export(
     opset: int | None = None,
     framework: str | None = None,
     **adapter_options: Any,
-) -> Artifact:
+) -> Artifact | EncoderDecoderArtifact:
     """Export a model from any supported framework to ONNX.
 
     Args:
@@ -43,7 +43,7 @@ def export(
 
     Returns:
         The :class:`Artifact`; for an encoder-decoder ``transformers`` model exported for
-        generation, an :class:`EncoderDecoderArtifact` (an artifact holding both graphs).
+        generation, an :class:`EncoderDecoderArtifact` (a pair holding both graphs as artifacts).
 
     Raises:
         UnsupportedModelError: No adapter converts this model.
@@ -51,7 +51,7 @@ def export(
         InputError: The sample, names or axes do not fit the model.
         ExportError: The exporter failed (the message names the operator and opset).
     """
-    exported = convert(
+    exported = export_model(
         model,
         sample,
         dynamic_axes,
@@ -61,4 +61,4 @@ def export(
         framework=framework,
         **adapter_options,
     )
-    return EncoderDecoderArtifact(exported) if exported.components else Artifact(exported)
+    return EncoderDecoderArtifact.from_exported(exported) if exported.components else Artifact(exported)

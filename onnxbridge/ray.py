@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from onnxbridge import _batch
 from onnxbridge._artifact import Artifact
-from onnxbridge._deps import require
-from onnxbridge._errors import InputError
-from onnxbridge._session import Session
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import InputError
+from onnxbridge.running import _batch
+from onnxbridge.running._session import Session
 
 __all__ = ["predict"]
 
@@ -63,7 +63,7 @@ def predict(
     ray = require("ray", purpose="Scoring on Ray Data", extra="ray")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size={batch_size!r}: expected a positive int.")
-    plan = _batch.plan(artifact, dataset.schema().names, input_columns, output_columns)
+    plan = _batch.plan(artifact.model, dataset.schema().names, input_columns, output_columns)
     first = dataset.take_batch(1, batch_format="numpy")
     _batch.feeds(plan, first)  # a wrong shape or dtype fails here, on the driver
     source: Any = str(model_path) if model_path is not None else [ray.put(artifact.model.SerializeToString())]

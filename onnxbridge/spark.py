@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge import _batch, _graph
 from onnxbridge._artifact import Artifact
-from onnxbridge._deps import require
-from onnxbridge._errors import InputError
-from onnxbridge._session import Session
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import InputError
+from onnxbridge.graph import _graph
+from onnxbridge.running import _batch
+from onnxbridge.running._session import Session
 
 __all__ = ["predict", "predict_udf"]
 
@@ -103,7 +104,7 @@ def predict(
             that already exists; raised before any Spark job runs the model.
     """
     plan = _batch.plan(
-        artifact,
+        artifact.model,
         df.columns,
         input_columns,
         {o.name: output_column for o in artifact.model.graph.output} if len(artifact.model.graph.output) == 1 else None,
@@ -122,11 +123,11 @@ def predict(
 
 def _input_plan(artifact: Artifact) -> _batch.Plan:
     """A plan whose columns are positional (c0, c1, ...): one column per input, as Spark passes them."""
-    from onnxbridge import _graph
+    from onnxbridge.graph import _graph
 
     names = [v.name for v in _graph.inputs(artifact.model)]
     positional = {name: f"c{i}" for i, name in enumerate(names)}
-    return _batch.plan(artifact, list(positional.values()), positional, None)
+    return _batch.plan(artifact.model, list(positional.values()), positional, None)
 
 
 def _with_arity(count: int, predict: Any) -> Any:

@@ -7,7 +7,7 @@ that release itself:
 * its CPU kernels (``get_all_opkernel_def``): domain, operator, version range and the types
   each type parameter accepts;
 * the newest IR version it loads, and the newest opset of each domain it loads, found by
-  creating sessions for the small models of ``onnxbridge._ort_releases.probe_models`` (the
+  creating sessions for the small models of ``onnxbridge.checks._ort_releases.probe_models`` (the
   installed onnxruntime is probed with the same models).
 
 The result is written to ``onnxbridge/data/onnxruntime_releases.json.gz``, which ships with the
@@ -36,7 +36,7 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxbridge import _ort_releases  # noqa: E402
+from onnxbridge.checks import _ort_releases  # noqa: E402
 
 OUT = ROOT / "onnxbridge" / "data" / "onnxruntime_releases.json.gz"
 FIRST_MINOR = 16  # onnxruntime 1.15's Python package cannot list its kernels

@@ -15,7 +15,7 @@ def torch():
 
 def _registered_numpy_framework():
     import onnxbridge as ob
-    from onnxbridge._registry import default_registry
+    from onnxbridge.exporting._registry import default_registry
     from tests.numpy_models import NumpyAdapter
 
     ob.register_adapter(NumpyAdapter(), overwrite=True)

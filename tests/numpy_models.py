@@ -14,9 +14,9 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxbridge as ob
-from onnxbridge._adapter import check_options
-from onnxbridge._axes import normalize_dynamic_axes
-from onnxbridge._graph import rename_values
+from onnxbridge.core._axes import normalize_dynamic_axes
+from onnxbridge.exporting._adapter import check_options
+from onnxbridge.graph._graph import rename_values
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import onnxbridge as ob
-from onnxbridge._registry import default_registry
+from onnxbridge.exporting._registry import default_registry
 from tests.numpy_models import NumpyMLP
 from tests.onnx_models import unary
 

@@ -1,15 +1,22 @@
-"""The package's shape: no runtime import cycle, no module reading another's private names.
+"""The package's shape: the layers of docs/architecture.md, no import cycle, no module reading another's private names.
 
-Read with ``ast`` from the source, so nothing is imported. Imports under
-``if TYPE_CHECKING:`` do not run and do not count; imports inside functions do.
+Read with ``ast`` from the source, so nothing is imported. For the layers every import counts,
+those under ``if TYPE_CHECKING:`` and inside functions included; for the cycle, imports under
+``if TYPE_CHECKING:`` do not run and do not count.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.core
+
 PACKAGE = Path(__file__).resolve().parent.parent / "onnxbridge"
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 
 
 def _module_name(path: Path) -> str:
@@ -42,11 +49,12 @@ def _owner(dotted: str) -> str | None:
     return dotted or None
 
 
-def _imports(name: str) -> dict[str, str]:
-    """Package modules imported by ``name`` at run time, by the local name they are bound to."""
-    path = MODULES[name]
+def _imports(name: str, *, type_checking: bool = False, source: str | None = None) -> dict[str, str]:
+    """Package modules imported by ``name`` (at run time, or also for type checking), by local name."""
+    path = MODULES.get(name, PACKAGE / "planted.py")
+    tree = ast.parse(source if source is not None else path.read_text())
     bound: dict[str, str] = {}
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    for node in list(ast.walk(tree)) if type_checking else _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if _owner(alias.name):
@@ -124,3 +132,75 @@ def test_no_module_reads_another_modules_private_names():
 def test_no_module_is_much_over_500_lines():
     long = {name: n for name, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 550}
     assert long == {}
+
+
+def _layers() -> dict[str, int]:
+    """``{module or package: layer}`` from the table in docs/architecture.md."""
+    found: dict[str, int] = {}
+    for line in ARCHITECTURE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            for module in re.findall(r"`([\w.]+)`", cells[1]):
+                found[module] = int(cells[0])
+    return found
+
+
+LAYERS = _layers()
+
+
+def _layer_of(module: str) -> int:
+    """The layer of the longest entry of the table that is ``module`` or a package holding it."""
+    best = max((entry for entry in LAYERS if module == entry or module.startswith(entry + ".")), key=len, default=None)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer of docs/architecture.md; add it to the table")
+    return LAYERS[best]
+
+
+def _upward(name: str, source: str | None = None) -> list[str]:
+    """The imports of ``name`` (type-checking ones included) that reach a higher layer."""
+    own = _layer_of(name)
+    offences = []
+    for target in sorted(set(_imports(name, type_checking=True, source=source).values())):
+        module = _owner(target)
+        if module and module != name and _layer_of(module) > own:
+            offences.append(f"{name} (layer {own}) imports {module} (layer {_layer_of(module)})")
+    return offences
+
+
+def test_the_architecture_table_names_real_modules_in_order():
+    assert LAYERS, "docs/architecture.md should hold the table of layers"
+    assert sorted(set(LAYERS.values())) == list(range(max(LAYERS.values()) + 1))
+    assert all(module in MODULES for module in LAYERS), [m for m in LAYERS if m not in MODULES]
+
+
+def test_every_module_sits_in_a_layer():
+    for name in MODULES:
+        _layer_of(name)
+
+
+def test_no_module_imports_a_higher_layer_not_even_for_type_checking():
+    offences = [offence for name in MODULES for offence in _upward(name)]
+    assert offences == []
+
+
+def test_the_layer_check_catches_a_planted_upward_import():
+    planted = "from __future__ import annotations\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+    planted += "    from onnxbridge._artifact import Artifact\n"
+    assert _upward("onnxbridge.graph._files", source=planted) == [
+        "onnxbridge.graph._files (layer 1) imports onnxbridge._artifact (layer 9)"
+    ]
+    inside_a_function = "def f():\n    from onnxbridge.quantize import _quantize\n"
+    assert _upward("onnxbridge.checks._compat", source=inside_a_function) == [
+        "onnxbridge.checks._compat (layer 3) imports onnxbridge.quantize._quantize (layer 7)"
+    ]
+
+
+def test_only_the_facade_and_entry_points_import_the_artifact():
+    facade = LAYERS["onnxbridge._artifact"]
+    importers = [
+        name
+        for name in MODULES
+        if "onnxbridge._artifact" in {_owner(t) for t in _imports(name, type_checking=True).values()}
+    ]
+    assert importers
+    assert [name for name in importers if _layer_of(name) < facade] == []

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import onnxbridge as ob
-from onnxbridge._axes import normalize_dynamic_axes
-from onnxbridge._providers import CPU, plan
+from onnxbridge.core._axes import normalize_dynamic_axes
+from onnxbridge.running._providers import CPU, plan
 
 RANKS = {"input": 3, "mask": 2}
 OUTPUTS = {"output": 2}

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxbridge as ob
-from onnxbridge import _batch
 from onnxbridge.quantize._passes import fold_weight_quantization
+from onnxbridge.running import _batch
 
 
 def _two_input_artifact() -> ob.Artifact:

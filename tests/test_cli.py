@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import onnxbridge as ob
-from onnxbridge._cli import app
+from onnxbridge.cli._app import app
 from tests.numpy_models import NumpyAdapter, NumpyMLP
 
 runner = CliRunner()

@@ -185,7 +185,7 @@ def test_bad_sources_and_arguments_exit_2_with_one_line(tmp_path, args, message)
 
 
 def test_input_specs_give_arrays_of_the_shape_and_dtype_asked():
-    from onnxbridge._sources import parse_inputs
+    from onnxbridge.cli._sources import parse_inputs
 
     arrays = parse_inputs(["ids=2x16:int64", "pixels=1x3x4x4"])
     assert arrays["ids"].shape == (2, 16)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import onnxbridge as ob
-from onnxbridge import _ort_releases
+from onnxbridge.checks import _ort_releases
 from tests.onnx_models import unary
 
 torch = pytest.importorskip("torch")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxbridge._registry import default_registry
+from onnxbridge.exporting._registry import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

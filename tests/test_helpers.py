@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from onnxbridge._errors import first_line
-from onnxbridge._tables import markdown_table, text_table
-from onnxbridge._timing import compare
+from onnxbridge.core._errors import first_line
+from onnxbridge.core._tables import markdown_table, text_table
+from onnxbridge.core._timing import compare
 
 
 def test_text_table_aligns_columns_and_trims_trailing_space():
@@ -36,7 +36,7 @@ def test_dtype_names_agree_between_onnx_onnxruntime_and_numpy():
     import numpy as np
     from onnx import TensorProto
 
-    from onnxbridge._dtypes import display_name, from_onnx, from_ort
+    from onnxbridge.graph._dtypes import display_name, from_onnx, from_ort
 
     assert from_ort("tensor(float)") == from_onnx(TensorProto.FLOAT) == np.float32
     assert from_ort("tensor(int64)") == np.int64
@@ -48,7 +48,7 @@ def test_dtype_names_agree_between_onnx_onnxruntime_and_numpy():
 
 
 def test_per_call_times_each_call_after_the_warm_up():
-    from onnxbridge._timing import per_call
+    from onnxbridge.core._timing import per_call
 
     calls, steps = [], []
     times = per_call(lambda: calls.append(1), 5, warmup=2, each=lambda: steps.append(1))
@@ -61,7 +61,7 @@ def test_stored_bytes_counts_every_tensors_bytes_without_reading_them():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxbridge._serialization import stored_bytes
+    from onnxbridge.graph._files import stored_bytes
 
     tensors = [
         numpy_helper.from_array(np.ones(shape, dtype), f"t{i}")

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 import onnxbridge as ob
-from onnxbridge import _scratch, _serialization
+from onnxbridge.graph import _files, _scratch
 
 torch = pytest.importorskip("torch")
 
@@ -65,7 +65,7 @@ def test_external_data_is_aligned_so_onnxruntime_can_map_it(mid_sized, tmp_path)
     }
     assert offsets, "weights should be external"
     big = [t.name for t in shell.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    assert all(offsets[name] % _serialization.EXTERNAL_ALIGNMENT == 0 for name in big)
+    assert all(offsets[name] % _files.EXTERNAL_ALIGNMENT == 0 for name in big)
     assert path.stat().st_size < 1 << 20  # the graph and the recorded reference, no weights
     loaded = ob.load(path)
     np.testing.assert_array_equal(loaded.session().run(sample.numpy())["output"], art.session().run(sample)["output"])
@@ -101,7 +101,7 @@ def test_model_past_2_gib_exports_validates_saves_loads_and_runs_identically(tmp
     with torch.no_grad():
         expected = model(sample).numpy()
     art = ob.export(model, sample, dynamic_axes={"input": {0: "batch"}})
-    assert _serialization.is_large(art.model)
+    assert _files.is_large(art.model)
     report = art.validate()
     assert report.ok, report
     assert report.checks[0].passed  # onnx.checker, from the scratch file

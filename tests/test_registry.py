@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import onnxbridge as ob
-from onnxbridge._adapter import Exported
-from onnxbridge._registry import default_registry
+from onnxbridge.exporting._adapter import Exported
+from onnxbridge.exporting._registry import default_registry
 from tests.onnx_models import unary
 
 

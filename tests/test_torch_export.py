@@ -147,7 +147,7 @@ def test_lightning_module_is_exported_as_a_torch_module():
 
 
 def test_opset_none_is_supported_by_installed_onnxruntime(cnn_artifact):
-    from onnxbridge._runtime import max_opset
+    from onnxbridge.running._capabilities import max_opset
 
     assert 17 <= cnn_artifact.opset <= max_opset()
 
@@ -194,7 +194,7 @@ def test_unconvertible_operator_names_the_operator_and_opset():
 
 
 def test_opset_newer_than_onnxruntime_is_refused_before_exporting():
-    from onnxbridge._runtime import max_opset
+    from onnxbridge.running._capabilities import max_opset
 
     with pytest.raises(ob.ExportError, match="newer than the installed onnxruntime"):
         ob.export(models.mlp(), torch.randn(2, 8), opset=max_opset() + 1)

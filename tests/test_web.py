@@ -18,7 +18,8 @@ import pytest
 from onnx import TensorProto
 
 import onnxbridge as ob
-from onnxbridge import _web, _web_check
+from onnxbridge.checks import _web_check
+from onnxbridge.deploy import _web
 from tests.browser import ORT_WEB, SCREENSHOT, assert_matches, page
 from tests.onnx_models import unary
 
@@ -199,7 +200,7 @@ def test_cdn_site_pins_the_runtime_version(tmp_path):
 def test_cli_web_command_writes_a_site(tmp_path):
     from typer.testing import CliRunner
 
-    from onnxbridge._cli import app
+    from onnxbridge.cli._app import app
 
     _tiny().save(tmp_path / "neg.onnx")
     result = CliRunner().invoke(app, ["web", str(tmp_path / "neg.onnx"), "-o", str(tmp_path / "site")])

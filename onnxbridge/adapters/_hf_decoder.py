@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge import _graph
-from onnxbridge._adapter import Exported, ExportRequest, Feeds
-from onnxbridge._axes import DynamicAxes
-from onnxbridge._errors import ExportError, InputError
-from onnxbridge._generation import GenerationSpec, GreedyRecord
 from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
+from onnxbridge.core._axes import DynamicAxes
+from onnxbridge.core._errors import ExportError, InputError
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported, ExportRequest
+from onnxbridge.generation._spec import GenerationSpec, GreedyRecord
+from onnxbridge.graph import _graph
 
 BATCH, SEQUENCE, PAST = "batch_size", "sequence_length", "past_sequence_length"
 TOTAL = f"{PAST} + {SEQUENCE}"
@@ -132,7 +133,7 @@ def _step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout,
 
 def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Exported:
     """Export a causal LM with its cache as one graph, and record greedy tokens to validate it against."""
-    from onnxbridge._deps import require
+    from onnxbridge.core._deps import require
 
     torch = require("torch", purpose="Exporting a transformers model")
     transformers = require("transformers", purpose="Exporting a transformers model", extra="transformers")

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge._adapter import Exported, ExportRequest, Feeds
-from onnxbridge._axes import DynamicAxes
-from onnxbridge._deps import require
-from onnxbridge._errors import ExportError, InputError
-from onnxbridge._generation import GenerationSpec, GreedyRecord
 from onnxbridge.adapters._hf_decoder import BATCH, RECORD_STEPS, export_graph, special_tokens
 from onnxbridge.adapters.pytorch import choose_opset, inference, to_numpy
+from onnxbridge.core._axes import DynamicAxes
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import ExportError, InputError
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported, ExportRequest
+from onnxbridge.generation._spec import GenerationSpec, GreedyRecord
 
 ENCODER_SEQUENCE = "encoder_sequence_length"
 DECODER_SEQUENCE = "decoder_sequence_length"

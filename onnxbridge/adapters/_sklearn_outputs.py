@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge import _graph
-from onnxbridge._adapter import Feeds
-from onnxbridge._errors import ExportError, first_line
+from onnxbridge.core._errors import ExportError, first_line
+from onnxbridge.core._types import Feeds
+from onnxbridge.graph import _graph
 
 # Which column of skl2onnx's two-column binary scores is decision_function (default: the last).
 _BINARY_SCORE_COLUMN = {"SklearnSVC": 0}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge import _graph
+from onnxbridge.graph import _graph
 
 if TYPE_CHECKING:
     import onnx

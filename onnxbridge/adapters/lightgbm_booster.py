@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge import _graph
-from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
-from onnxbridge._axes import DynamicAxes
-from onnxbridge._deps import require
-from onnxbridge._errors import InputError
+from onnxbridge.core._axes import DynamicAxes
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import InputError
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
+from onnxbridge.graph import _graph
 
 # The newest default-domain opset onnxmltools' LightGBM converter writes; newer ones are converted to.
 CONVERTER_OPSET = 15
@@ -60,9 +61,9 @@ class LightGBMAdapter:
         )
         notes = [f"objective {objective}: " + ("label and probabilities" if classifier else "one value per row")]
         if request.opset and request.opset > CONVERTER_OPSET:
-            from onnxbridge import _opset
+            from onnxbridge.graph import _opset
 
-            proto, converted = _opset.convert(proto, request.opset)
+            proto, converted = _opset.convert_opset(proto, request.opset)
             notes += converted
         names = list(request.output_names or (["label", "probabilities"] if classifier else ["variable"]))
         current = [o.name for o in proto.graph.output]

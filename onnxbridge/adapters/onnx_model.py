@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from onnxbridge import _graph, _runtime
-from onnxbridge._adapter import Exported, ExportRequest
-from onnxbridge._axes import normalize_dynamic_axes
-from onnxbridge._describe import describe_onnx
-from onnxbridge._errors import ExportError, InputError
-from onnxbridge._feeds import as_feeds
-from onnxbridge._serialization import load_model
+from onnxbridge.core._axes import normalize_dynamic_axes
+from onnxbridge.core._errors import ExportError, InputError
+from onnxbridge.exporting._adapter import Exported, ExportRequest
+from onnxbridge.exporting._describe import describe_onnx
+from onnxbridge.graph import _graph
+from onnxbridge.graph._files import load_model
+from onnxbridge.running import _capabilities
+from onnxbridge.running._feeds import as_feeds
 
 
 class OnnxAdapter:
@@ -66,7 +67,7 @@ def _convert_opset(proto: Any, opset: int) -> Any:
     current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if current == opset:
         return proto
-    _runtime.choose_opset(opset, preferred=opset, converter="onnx's version converter")
+    _capabilities.choose_opset(opset, preferred=opset, converter="onnx's version converter")
     try:
         converted = version_converter.convert_version(proto, opset)
         onnx.checker.check_model(converted)

@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge import _graph, _runtime
-from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
-from onnxbridge._axes import DynamicAxes, axes_by_dim, normalize_dynamic_axes
-from onnxbridge._deps import require
-from onnxbridge._errors import ExportError, InputError, first_line
+from onnxbridge.core._axes import DynamicAxes, axes_by_dim, normalize_dynamic_axes
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import ExportError, InputError, first_line
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
+from onnxbridge.graph import _graph
+from onnxbridge.running import _capabilities
 
 if TYPE_CHECKING:
     import onnx
@@ -294,7 +296,7 @@ def choose_opset(requested: int | None) -> int:
 
     default = int(getattr(_constants, "ONNX_DEFAULT_OPSET", 18))
     newest = getattr(_constants, "ONNX_MAX_OPSET", None)
-    return _runtime.choose_opset(requested, preferred=default, converter="torch.onnx", converter_max=newest)
+    return _capabilities.choose_opset(requested, preferred=default, converter="torch.onnx", converter_max=newest)
 
 
 @functools.cache

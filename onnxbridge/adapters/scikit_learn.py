@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge import _graph, _runtime
-from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
-from onnxbridge._axes import DynamicAxes
-from onnxbridge._deps import require
-from onnxbridge._errors import ExportError, InputError, UnsupportedModelError, first_line
 from onnxbridge.adapters import _skl2onnx_fixes, _sklearn_converters, _sklearn_hist_gbt, _sklearn_outputs
+from onnxbridge.core._axes import DynamicAxes
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import ExportError, InputError, UnsupportedModelError, first_line
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
+from onnxbridge.graph import _graph
+from onnxbridge.running import _capabilities
 
 _OPTIONS = ("precision", "options")
 _PRECISIONS = {"float32": np.float32, "float64": np.float64}
@@ -286,8 +288,8 @@ def _opsets(skl2onnx: Any, requested: int | None) -> dict[str, int]:
     import onnx
 
     tested = int(getattr(skl2onnx, "__max_supported_opset__", onnx.defs.onnx_opset_version()))
-    main = _runtime.choose_opset(requested, preferred=tested, converter=f"skl2onnx {skl2onnx.__version__}")
-    return {"": main, "ai.onnx.ml": _runtime.max_opset("ai.onnx.ml")}
+    main = _capabilities.choose_opset(requested, preferred=tested, converter=f"skl2onnx {skl2onnx.__version__}")
+    return {"": main, "ai.onnx.ml": _capabilities.max_opset("ai.onnx.ml")}
 
 
 def _convert(

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge import _graph, _runtime
-from onnxbridge._adapter import Exported, ExportRequest, Feeds, check_options
-from onnxbridge._axes import DynamicAxes, normalize_dynamic_axes
-from onnxbridge._deps import require
-from onnxbridge._errors import ExportError, InputError, ModelFileError, UnsupportedModelError, first_line
-from onnxbridge._feeds import to_numpy
 from onnxbridge.adapters import _tf2onnx_fixes
+from onnxbridge.core._axes import DynamicAxes, normalize_dynamic_axes
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import ExportError, InputError, ModelFileError, UnsupportedModelError, first_line
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
+from onnxbridge.graph import _graph
+from onnxbridge.running import _capabilities
+from onnxbridge.running._feeds import to_numpy
 
 if TYPE_CHECKING:
     import onnx
@@ -404,7 +406,7 @@ def _specs(tf: Any, source: _Source, sample: Feeds | None, axes: DynamicAxes, us
 def _choose_opset(tf2onnx: Any, requested: int | None) -> int:
     newest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
     converter = f"tf2onnx {tf2onnx.__version__}"
-    return _runtime.choose_opset(requested, preferred=newest, converter=converter, converter_max=newest)
+    return _capabilities.choose_opset(requested, preferred=newest, converter=converter, converter_max=newest)
 
 
 # -- conversion ----------------------------------------------------------------------------------

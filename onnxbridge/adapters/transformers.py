@@ -15,12 +15,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from onnxbridge._adapter import Exported, ExportRequest, check_options
-from onnxbridge._axes import DynamicAxes
-from onnxbridge._deps import require
-from onnxbridge._errors import InputError
 from onnxbridge.adapters import _hf_decoder, _hf_seq2seq
 from onnxbridge.adapters.pytorch import TorchAdapter
+from onnxbridge.core._axes import DynamicAxes
+from onnxbridge.core._deps import require
+from onnxbridge.core._errors import InputError
+from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
 
 _OPTIONS = ("task", "exporter", "export_kwargs")
 

@@ -9,7 +9,7 @@ optimization in ``_optimize``. :meth:`onnxbridge.Artifact.quantize` and
 
 from __future__ import annotations
 
-from onnxbridge.quantize._data import Reference
+from onnxbridge.core._types import Reference
 from onnxbridge.quantize._types import (
     Candidate,
     GenerationQuality,

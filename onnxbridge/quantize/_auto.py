@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from onnxbridge._adapter import Feeds
-from onnxbridge._errors import QuantizationError
+from onnxbridge.core._errors import QuantizationError
+from onnxbridge.core._types import Feeds
 from onnxbridge.quantize import _measure, _optimize
 from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._fp16 import Fp16

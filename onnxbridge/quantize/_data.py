@@ -6,69 +6,23 @@ parent's export sample and source model) instead of reaching into an artifact.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge import _graph, _validation
-from onnxbridge._adapter import Feeds, ReferenceFn
-from onnxbridge._axes import DynamicAxes
-from onnxbridge._errors import InputError
-from onnxbridge._feeds import as_feeds
+from onnxbridge.checks import _validation
+from onnxbridge.core._errors import InputError
+from onnxbridge.core._types import Feeds, Reference
+from onnxbridge.graph import _graph
+from onnxbridge.running._feeds import as_feeds
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Reference"]
+__all__ = ["check_feeds", "samples"]
 
 _BATCH_ROWS = 16  # a batched calibration array is measured in slices of this many rows
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The ground truth a derived artifact is built and measured against.
-
-    Attributes:
-        sample: The export sample by graph input name (read-only arrays), or ``None``.
-        run: Runs the source model on flat inputs, or ``None`` when the source is not at
-            hand (a loaded file).
-        outputs: The source's outputs on ``sample`` recorded at export time, or ``None``.
-        dynamic_axes: The declared dynamic axes, ``{tensor: {axis: name}}``.
-    """
-
-    sample: Mapping[str, np.ndarray] | None
-    run: ReferenceFn | None
-    outputs: Mapping[str, np.ndarray] | None
-    dynamic_axes: DynamicAxes
-
-    @classmethod
-    def of(
-        cls,
-        sample: Feeds | None,
-        run: ReferenceFn | None,
-        outputs: Feeds | None,
-        dynamic_axes: DynamicAxes,
-    ) -> Reference:
-        """A reference over read-only views of the given arrays."""
-        return cls(_frozen(sample), run, _frozen(outputs), types.MappingProxyType(dict(dynamic_axes)))  # type: ignore[arg-type]
-
-    def feeds(self) -> Feeds | None:
-        """A plain dict of the sample (arrays stay read-only views)."""
-        return dict(self.sample) if self.sample is not None else None
-
-
-def _frozen(feeds: Feeds | None) -> Mapping[str, np.ndarray] | None:
-    if feeds is None:
-        return None
-    out = {}
-    for name, value in feeds.items():
-        view = np.asarray(value).view()
-        view.setflags(write=False)
-        out[name] = view
-    return types.MappingProxyType(out)
 
 
 def samples(model: onnx.ModelProto, reference: Reference, calibration: Any) -> list[Feeds]:

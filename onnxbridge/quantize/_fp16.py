@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge._deps import require
+from onnxbridge.core._deps import require
 from onnxbridge.quantize import _passes
 from onnxbridge.quantize._types import QuantizationMode
 

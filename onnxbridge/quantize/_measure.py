@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxbridge import _timing
-from onnxbridge._adapter import Feeds
-from onnxbridge._errors import OnnxBridgeError
-from onnxbridge._serialization import model_bytes
-from onnxbridge._session import Session
+from onnxbridge.core import _timing
+from onnxbridge.core._errors import OnnxBridgeError
+from onnxbridge.core._types import Feeds
+from onnxbridge.graph._files import model_bytes
 from onnxbridge.quantize._types import OutputAccuracy
+from onnxbridge.running._session import Session
 
 if TYPE_CHECKING:
     import onnx
@@ -150,5 +150,5 @@ def latency_ratio(
 
 
 def model_size(model: onnx.ModelProto) -> int:
-    """Bytes the model takes (see :func:`onnxbridge._serialization.model_bytes`)."""
+    """Bytes the model takes (see :func:`onnxbridge.graph._files.model_bytes`)."""
     return model_bytes(model)

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onnxbridge._adapter import Feeds
-from onnxbridge._errors import InferenceError, InputError, first_line
+from onnxbridge.core._errors import InferenceError, InputError, first_line
+from onnxbridge.core._types import Feeds
 from onnxbridge.quantize import _measure, _passes
 from onnxbridge.quantize._types import OptimizationReport
 

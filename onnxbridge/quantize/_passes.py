@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxbridge._serialization import is_large, save_model
+from onnxbridge.graph._files import is_large, save_model
+from onnxbridge.graph._passes import remove_unused
 
 if TYPE_CHECKING:
     import onnx
@@ -152,17 +153,7 @@ def _gemm_to_matmul(model: onnx.ModelProto) -> None:
             rebuilt.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_Add"))
     del model.graph.node[:]
     model.graph.node.extend(rebuilt)
-    drop_unused_initializers(model)
-
-
-def drop_unused_initializers(model: onnx.ModelProto) -> None:
-    """Remove initializers that no node and no output uses."""
-    used = {name for node in model.graph.node for name in node.input}
-    used |= {o.name for o in model.graph.output}
-    kept = [i for i in model.graph.initializer if i.name in used]
-    if len(kept) != len(model.graph.initializer):
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
+    remove_unused(model)
 
 
 def quantize_embeddings(model: onnx.ModelProto, *, min_elements: int = 2**16) -> list[str]:
@@ -221,7 +212,7 @@ def quantize_embeddings(model: onnx.ModelProto, *, min_elements: int = 2**16) ->
     if changed:
         del model.graph.node[:]
         model.graph.node.extend(rebuilt)
-        drop_unused_initializers(model)
+        remove_unused(model)
     return changed
 
 
@@ -264,7 +255,7 @@ def fold_weight_quantization(model: onnx.ModelProto) -> int:
     if folded:
         del model.graph.node[:]
         model.graph.node.extend(kept_nodes)
-        drop_unused_initializers(model)
+        remove_unused(model)
     return folded
 
 

@@ -14,42 +14,40 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge._errors import InputError, QuantizationError
-from onnxbridge.quantize._data import Reference
+from onnxbridge.core._errors import InputError, QuantizationError
+from onnxbridge.core._types import Reference
 from onnxbridge.quantize._passes import float_nodes, fold_weight_quantization, has_qdq
 from onnxbridge.quantize._types import QuantizationMode
 
 if TYPE_CHECKING:
     import onnx
 
-    from onnxbridge._artifact import Artifact
 
-
-def recipe(artifact: Artifact, train: Callable[[Any], Any] | None) -> Any:
-    """The recipe for ``quantize("qat")`` on this artifact."""
+def recipe(model: onnx.ModelProto, reference: Reference, framework: str, train: Callable[[Any], Any] | None) -> Any:
+    """The recipe for ``quantize("qat")`` of ``model``, exported from ``framework``, whose source ``reference`` holds."""
     if train is None:
-        if has_qdq(artifact.model):
+        if has_qdq(model):
             return _AsTrained()
         raise InputError(
             "quantize('qat') needs train=callable: onnxbridge hands your function a copy of the model with "
             "fake-quantization inserted, your function fine-tunes it, and the result is exported. Without training, "
             "use quantize('static', calibration=...)."
         )
-    if artifact.framework != "torch":
+    if framework != "torch":
         raise InputError(
-            f"quantize('qat') trains PyTorch models; this artifact comes from {artifact.framework!r}. Use "
+            f"quantize('qat') trains PyTorch models; this artifact comes from {framework!r}. Use "
             "quantize('static', calibration=...) instead, or export a model that already holds QDQ nodes from "
             "quantization-aware training in its framework and call quantize('qat') without train."
         )
-    run = artifact.reference.run
-    model = getattr(run, "model", None)
+    run = reference.run
+    source = getattr(run, "model", None)
     sample = getattr(run, "sample", None)
-    if model is None or sample is None:
+    if source is None or sample is None:
         raise InputError(
             "quantize('qat') needs the source PyTorch model, which a loaded artifact does not have. Export the "
             "model again in this process, then call quantize('qat', train=...)."
         )
-    return _TorchQat(artifact, model, sample, train)
+    return _TorchQat(model, reference, source, sample, train)
 
 
 class _AsTrained:
@@ -74,8 +72,11 @@ class _TorchQat:
     mode = QuantizationMode.QAT
     name = "quantization-aware training"
 
-    def __init__(self, artifact: Artifact, model: Any, sample: Any, train: Callable[[Any], Any]) -> None:
-        self.artifact, self.model, self.sample, self.train = artifact, model, sample, train
+    def __init__(
+        self, exported: onnx.ModelProto, reference: Reference, model: Any, sample: Any, train: Callable[[Any], Any]
+    ) -> None:
+        self.exported, self.reference = exported, reference
+        self.model, self.sample, self.train = model, sample, train
         self._result: onnx.ModelProto | None = None
         self.fused: list[list[str]] = []
         self.source: Reference | None = None  # the trained fake-quant model: validate()'s ground truth
@@ -101,7 +102,7 @@ class _TorchQat:
         import torch
         from torch.ao import quantization as tq
 
-        from onnxbridge._convert import convert
+        from onnxbridge.exporting._dispatch import export_model
 
         qmodel = copy.deepcopy(self.model)
         activation = tq.FakeQuantize.with_args(
@@ -130,18 +131,20 @@ class _TorchQat:
         qmodel.apply(tq.disable_observer)
         qmodel.eval()
         fold_trained_bn(qmodel)
-        art = self.artifact
+        graph = self.exported.graph
+        initializers = {i.name for i in graph.initializer}
+        opset = next((o.version for o in self.exported.opset_import if o.domain in ("", "ai.onnx")), 0)
         inputs = dict(zip(self.sample.names, self.sample.tensors(), strict=True))
         sample = inputs if self.sample.kwargs else tuple(inputs.values())
         if not self.sample.kwargs and len(inputs) == 1:
             sample = next(iter(inputs.values()))
-        exported = convert(
+        exported = export_model(
             qmodel,
             sample,
-            dynamic_axes={k: v for k, v in art.dynamic_axes.items()},
-            input_names=art.input_names,
-            output_names=art.output_names,
-            opset=max(art.opset, 13),  # per-channel QuantizeLinear needs opset 13
+            dynamic_axes={k: v for k, v in self.reference.dynamic_axes.items()},
+            input_names=[v.name for v in graph.input if v.name not in initializers],
+            output_names=[o.name for o in graph.output],
+            opset=max(opset, 13),  # per-channel QuantizeLinear needs opset 13
             exporter="torchscript",
         )
         fold_weight_quantization(exported.model)

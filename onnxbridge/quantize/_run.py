@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxbridge._adapter import Feeds
-from onnxbridge._errors import QuantizationError
+from onnxbridge.core._errors import QuantizationError
+from onnxbridge.core._types import Feeds, Reference
 from onnxbridge.quantize import _measure, _passes, _sensitivity
-from onnxbridge.quantize._data import Reference
 from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._recipe import Recipe
 from onnxbridge.quantize._simulate import Int8Simulator

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxbridge._adapter import Feeds
+from onnxbridge.core._types import Feeds
 from onnxbridge.quantize import _measure
 from onnxbridge.quantize._simulate import Int8Simulator
 

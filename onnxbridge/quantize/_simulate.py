@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxbridge._adapter import Feeds
+from onnxbridge.core._types import Feeds
 from onnxbridge.quantize import _measure, _passes
 from onnxbridge.quantize._types import OutputAccuracy
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge._adapter import Feeds
-from onnxbridge._errors import InputError
+from onnxbridge.core._errors import InputError
+from onnxbridge.core._types import Feeds
 from onnxbridge.quantize import _passes
 from onnxbridge.quantize._types import QuantizationMode
 

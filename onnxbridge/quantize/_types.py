@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from onnxbridge._errors import InputError
-from onnxbridge._tables import text_table
+from onnxbridge.core._errors import InputError
+from onnxbridge.core._tables import text_table
 
 __all__ = [
     "Candidate",

@@ -1,0 +1,457 @@
+"""Validation: structure, symbolic axes, and numeric parity with the source.
+
+A value mismatch is a failure, never "succeeded with a warning". Every failure is
+collected before raising, so one run shows all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxbridge.core._axes import DynamicAxes, axes_by_dim
+from onnxbridge.core._errors import InputError, ValidationError, first_line
+from onnxbridge.core._tables import text_table
+from onnxbridge.core._types import Feeds, ReferenceFn
+from onnxbridge.graph._files import is_large
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxbridge.running._session import Session
+
+__all__ = ["Check", "OutputComparison", "ValidationReport"]
+
+SUM = " + "  # joins the terms of a dimension that is the sum of others
+PARITY = "numeric parity"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One validation step and its outcome.
+
+    Attributes:
+        name: ``"onnx.checker"``, ``"symbolic axes"`` or ``"numeric parity"``.
+        passed: ``True``/``False``, or ``None`` when the step could not run (skipped).
+        detail: What was checked, or why it failed or was skipped.
+    """
+
+    name: str
+    passed: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """onnxruntime vs the source framework for one output on one input case.
+
+    Attributes:
+        case: Which inputs, e.g. ``"sample"`` or ``"batch=3"``.
+        output: Output name.
+        shape: Shape onnxruntime produced.
+        reference_shape: Shape the source framework produced.
+        max_abs_error: Largest absolute difference.
+        max_rel_error: Largest difference relative to the reference's magnitude.
+        mismatch_fraction: Fraction of elements outside ``atol + rtol * |reference|``.
+        passed: Whether shapes match and every element is within tolerance.
+    """
+
+    case: str
+    output: str
+    shape: tuple[int, ...]
+    reference_shape: tuple[int, ...]
+    max_abs_error: float
+    max_rel_error: float
+    mismatch_fraction: float
+    passed: bool
+
+
+@dataclass
+class ValidationReport:
+    """Everything :meth:`onnxbridge.Artifact.validate` found.
+
+    ``str(report)`` is a readable table. ``report.ok`` is true only when no check
+    failed; skipped checks are listed as skipped, not as passed.
+    """
+
+    rtol: float
+    atol: float
+    checks: list[Check] = field(default_factory=list)
+    comparisons: list[OutputComparison] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Cases that could not be compared at all (a run failed, an output was missing)."""
+    skipped: list[str] = field(default_factory=list)
+    """Resized variants that the source model itself refused (not a failure of the export)."""
+    facts: dict[str, str] = field(default_factory=dict)
+    """Export facts that matter when reading the figures, e.g. ``{"precision": "float32"}``."""
+    distinct_rows: int | None = None
+    """How many different input rows (batch entries) the parity cases held, over all cases."""
+    sample_only: bool = False
+    """The rows came from the export sample alone, and ``samples=`` could add real ones."""
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed."""
+        return all(c.passed is not False for c in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per failed check, per failed output comparison, and per failed run."""
+        lines = [f"{c.name}: {c.detail}" for c in self.checks if c.passed is False and c.name != PARITY]
+        for comp in self.comparisons:
+            if comp.passed:
+                continue
+            if comp.shape != comp.reference_shape:
+                lines.append(
+                    f"{PARITY} [{comp.case}] {comp.output}: shape {comp.shape} vs reference {comp.reference_shape}"
+                )
+            else:
+                lines.append(
+                    f"{PARITY} [{comp.case}] {comp.output}: max abs error {comp.max_abs_error:.3g}, "
+                    f"{comp.mismatch_fraction:.1%} of elements outside rtol={self.rtol:g}, atol={self.atol:g}"
+                )
+        return lines + [f"{PARITY} {error}" for error in self.errors]
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-friendly summary (stored in saved models' metadata)."""
+        worst = max((c.max_abs_error for c in self.comparisons), default=None)
+        return {
+            "ok": self.ok,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "checks": {c.name: _status(c.passed) for c in self.checks},
+            "cases": sorted({c.case for c in self.comparisons}),
+            "max_abs_error": worst,
+            **({"skipped": self.skipped} if self.skipped else {}),
+            **({"facts": self.facts} if self.facts else {}),
+            **({"distinct_rows": self.distinct_rows} if self.distinct_rows is not None else {}),
+        }
+
+    def __str__(self) -> str:
+        facts = "".join(f", {key}={value}" for key, value in sorted(self.facts.items()))
+        lines = [f"Validation {'PASSED' if self.ok else 'FAILED'} (rtol={self.rtol:g}, atol={self.atol:g}{facts})"]
+        for check in self.checks:
+            lines.append(f"  [{_status(check.passed):^7}] {check.name}: {check.detail}")
+        if self.comparisons:
+            header = ("case", "output", "shape", "max abs err", "max rel err", "mismatch", "ok")
+            rows = [
+                (
+                    c.case,
+                    c.output,
+                    "x".join(map(str, c.shape))
+                    + ("" if c.shape == c.reference_shape else " (ref " + "x".join(map(str, c.reference_shape)) + ")"),
+                    f"{c.max_abs_error:.3g}",
+                    f"{c.max_rel_error:.3g}",
+                    f"{c.mismatch_fraction:.2%}",
+                    "yes" if c.passed else "NO",
+                )
+                for c in self.comparisons
+            ]
+            lines += text_table(header, rows)
+        lines += [f"  skipped {case}" for case in self.skipped]
+        if self.distinct_rows is not None:
+            lines.append(f"  compared {self.distinct_rows} distinct input row(s)" + self._rows_hint())
+        return "\n".join(lines)
+
+    def _rows_hint(self) -> str:
+        if not self.sample_only or self.distinct_rows is None or self.distinct_rows >= FEW_ROWS:
+            return ""
+        return (
+            ": the export sample and copies of it resized. Pass validate(samples=[X]) with real rows (a "
+            "held-out set) to check the model where it will be used."
+        )
+
+    def to_json(self) -> str:
+        """The summary as a JSON string."""
+        return json.dumps(self.summary(), sort_keys=True)
+
+
+def _status(passed: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "skipped"}[passed]
+
+
+def check_structure(model: onnx.ModelProto, path: str | os.PathLike[str] | None = None) -> Check:
+    """``onnx.checker`` with full (strict) shape inference.
+
+    ``path``, a file holding ``model`` (weights as external data), is checked instead when
+    given: the checker then reads the graph without a serialized copy of every weight, and
+    models past protobuf's 2 GiB can be checked at all.
+    """
+    import onnx
+
+    if path is None and is_large(model):
+        return Check("onnx.checker", False, "past protobuf's 2 GiB limit: check it from a file with external data")
+    try:
+        onnx.checker.check_model(str(path) if path is not None else model, full_check=True)
+    except Exception as err:  # noqa: BLE001 - checker raises several unrelated types
+        return Check("onnx.checker", False, f"{type(err).__name__}: {first_line(err)}")
+    return Check("onnx.checker", True, "model is well-formed; full shape inference succeeded")
+
+
+def check_symbolic_axes(model: onnx.ModelProto, axes: DynamicAxes) -> Check:
+    """Every declared dynamic axis is a symbolic dimension in the graph's signature."""
+    if not axes:
+        return Check("symbolic axes", None, "no dynamic axes declared")
+    values = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+    problems = []
+    for name, dims in sorted(axes.items()):
+        value = values.get(name)
+        if value is None:
+            problems.append(f"{name!r} is not a graph input or output")
+            continue
+        shape = value.type.tensor_type.shape
+        for axis, dim_name in sorted(dims.items()):
+            if axis >= len(shape.dim):
+                problems.append(f"{name!r} has rank {len(shape.dim)}, no axis {axis}")
+                continue
+            dim = shape.dim[axis]
+            if dim.HasField("dim_value"):
+                problems.append(f"{name!r} axis {axis} ({dim_name!r}) is fixed to {dim.dim_value}")
+    if problems:
+        return Check("symbolic axes", False, "; ".join(problems))
+    count = sum(len(d) for d in axes.values())
+    return Check("symbolic axes", True, f"all {count} declared dynamic axes are symbolic")
+
+
+def variants(sample: Feeds, axes: DynamicAxes, names: Sequence[str]) -> list[tuple[str, Feeds]]:
+    """The sample plus, per dynamic dimension, copies resized along it.
+
+    Resizing takes elements ``arange(new) % old`` along the axis: a prefix when
+    shrinking, repetition when growing. Values stay ones the model has seen (token
+    ids stay valid). Inputs sharing a dimension name are resized together. A dimension
+    named as a sum (``"past_sequence_length + sequence_length"``) is not resized on its
+    own; it grows and shrinks with each of its terms.
+    """
+    cases = [("sample", sample)]
+    groups = axes_by_dim(axes, [n for n in names if n in sample])
+    for dim, members in groups.items():
+        if SUM in dim:
+            continue
+        dependents = [m for other, ms in groups.items() if dim in other.split(SUM) and other != dim for m in ms]
+        current = sample[members[0][0]].shape[members[0][1]]
+        sizes = sorted({1, current + 2} - {current})
+        for size in sizes:
+            resized = dict(sample)
+            for name, axis, new in [(n, a, size) for n, a in members] + [
+                (n, a, sample[n].shape[a] + size - current) for n, a in dependents
+            ]:
+                resized[name] = np.take(resized[name], np.arange(new) % resized[name].shape[axis], axis=axis)
+            cases.append((f"{dim}={size}", resized))
+    return cases
+
+
+def compare(case: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> OutputComparison:
+    """Compare one output with its reference, numpy ``allclose`` semantics."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        return OutputComparison(case, name, got.shape, ref.shape, float("inf"), float("inf"), 1.0, False)
+    if got.size == 0:
+        return OutputComparison(case, name, got.shape, ref.shape, 0.0, 0.0, 0.0, True)
+    if got.dtype.kind in "fc" or ref.dtype.kind in "fc":
+        a, b = got.astype(np.float64), ref.astype(np.float64)
+        both_nan = np.isnan(a) & np.isnan(b)
+        diff = np.where(both_nan, 0.0, np.abs(a - b))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        bad = diff > atol + rtol * np.abs(np.nan_to_num(b))
+        rel = diff / np.maximum(np.abs(np.nan_to_num(b)), np.finfo(np.float64).tiny)
+        return OutputComparison(
+            case,
+            name,
+            got.shape,
+            ref.shape,
+            float(diff.max()),
+            float(rel.max()),
+            float(bad.mean()),
+            not bool(bad.any()),
+        )
+    bad = got != ref
+    err = (
+        float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max())
+        if got.dtype.kind in "iub"
+        else float(bad.any())
+    )
+    return OutputComparison(case, name, got.shape, ref.shape, err, err, float(bad.mean()), not bool(bad.any()))
+
+
+def check_parity(
+    session: Session,
+    cases: Iterable[tuple[str, Feeds]],
+    reference: ReferenceFn | Mapping[str, Feeds],
+    rtol: float,
+    atol: float,
+    *,
+    optional: Collection[str] = (),
+    skipped: list[str] | None = None,
+) -> tuple[Check, list[OutputComparison], list[str]]:
+    """Run every case through onnxruntime and the reference; compare every output.
+
+    Cases named in ``optional`` (resized variants onnxbridge made up) that the source model
+    itself refuses are not failures: they are appended to ``skipped`` with the reason.
+
+    Returns:
+        The check, every output comparison, and the cases that could not be compared.
+    """
+    comparisons: list[OutputComparison] = []
+    errors: list[str] = []
+    case_names: list[str] = []
+    for case, feeds in cases:
+        try:
+            expected = reference(feeds) if callable(reference) else reference[case]
+        except Exception as err:  # noqa: BLE001 - report, keep checking other cases
+            reason = f"{type(err).__name__}: {first_line(err)}"
+            if case in optional and skipped is not None:
+                skipped.append(f"[{case}]: the source model itself refuses these sizes ({reason})")
+            else:
+                errors.append(f"[{case}] the source model failed: {reason}")
+            continue
+        case_names.append(case)
+        try:
+            got = session.run({k: v for k, v in feeds.items() if k in session.input_names})
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"[{case}] onnxruntime failed: {first_line(err)}")
+            continue
+        for name in session.output_names:
+            if name not in expected:
+                errors.append(f"[{case}] the source model produced no output matching {name!r}")
+                continue
+            comparisons.append(compare(case, name, got[name], expected[name], rtol, atol))
+    failed = sum(not c.passed for c in comparisons)
+    if errors or failed:
+        parts = [f"{failed} of {len(comparisons)} output comparisons out of tolerance"] if failed else []
+        parts += [f"{len(errors)} case(s) could not be compared"] if errors else []
+        return Check(PARITY, False, "; ".join(parts)), comparisons, errors
+    detail = f"{len(comparisons)} output comparisons within tolerance over cases: {', '.join(case_names)}"
+    return Check(PARITY, True, detail), comparisons, errors
+
+
+# Fewer distinct rows than this from the export sample alone, and the report says to pass samples=.
+FEW_ROWS = 32
+
+
+def distinct_rows(cases: Iterable[tuple[str, Feeds]]) -> int | None:
+    """How many different batch entries ``cases`` hold (all inputs of a row together), or None.
+
+    None when the inputs of a case do not share a first axis (nothing to call a row).
+    """
+    seen: set[bytes] = set()
+    for _, feeds in cases:
+        arrays = [np.asarray(v) for v in feeds.values()]
+        if not arrays or any(a.ndim == 0 or len(a) != len(arrays[0]) for a in arrays):
+            return None
+        for i in range(len(arrays[0])):
+            digest = hashlib.blake2b(digest_size=16)  # a digest per row, not the row: samples may be large
+            for a in arrays:
+                digest.update(_row_bytes(a[i]))
+            seen.add(digest.digest())
+    return len(seen)
+
+
+def _row_bytes(row: np.ndarray) -> bytes:
+    if row.dtype.kind == "O":
+        return repr(row.tolist()).encode()
+    if row.dtype.kind == "f":  # the same row given as float64 and as float32 is one row
+        row = row.astype(np.float32)
+    return str(row.shape).encode() + np.ascontiguousarray(row).tobytes()
+
+
+# Default (rtol, atol) for validate(): an export, or a quantized artifact by its mode. Quantized
+# outputs differ from the source by design; these bounds catch a broken graph, not int8 error
+# (quantize() measures that against the parent).
+TOLERANCES: dict[str | None, tuple[float, float]] = {
+    None: (1e-3, 1e-5),
+    "fp16": (1e-2, 1e-3),
+    "dynamic": (0.1, 0.1),
+    "static": (0.1, 0.1),
+    "qat": (0.1, 0.1),
+    "weight-only": (0.1, 0.1),
+    "int8-weight": (0.1, 0.1),
+    "int4": (0.3, 0.3),
+}
+
+
+def validate(
+    model: onnx.ModelProto,
+    *,
+    path: str | os.PathLike[str] | None,
+    dynamic_axes: DynamicAxes,
+    sample: Feeds | None,
+    source: ReferenceFn | None,
+    recorded: Feeds | None,
+    session: Callable[[], Session],
+    samples: list[Feeds],
+    rtol: float | None = None,
+    atol: float | None = None,
+    quantized: str | None = None,
+    facts: Mapping[str, str] | None = None,
+) -> ValidationReport:
+    """Structure, symbolic axes and numeric parity of ``model``: the work of :meth:`Artifact.validate`.
+
+    Parity runs ``session()`` on the sample, its resized variants and ``samples`` against
+    ``source`` (the source framework), or on the sample alone against ``recorded`` outputs
+    when there is no source. ``quantized`` (a quantization mode) picks default tolerances.
+    """
+    facts = dict(facts or {})
+    default_rtol, default_atol = TOLERANCES.get(quantized, TOLERANCES["dynamic"])
+    if quantized is not None:
+        facts["tolerances"] = f"{quantized} defaults"
+    report = ValidationReport(
+        rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol, facts=facts
+    )
+    report.checks.append(check_structure(model, path))
+    report.checks.append(check_symbolic_axes(model, dynamic_axes))
+    if source is None and samples:
+        raise InputError(
+            "validate(samples=...) needs the source model to compute expected outputs, and this artifact "
+            "has none (it was loaded from a file). Validate right after export, or drop samples=."
+        )
+    reference: ReferenceFn | Mapping[str, Feeds]
+    if source is not None:
+        names = list(sample) if sample else []
+        cases = variants(sample, dynamic_axes, names) if sample else []
+        cases += [(f"samples[{i}]", feeds) for i, feeds in enumerate(samples)]
+        reference = source
+        why = "the export had no sample to compare on; pass validate(samples=[...])"
+    elif sample is not None and recorded is not None:
+        cases, reference = [("recorded sample", sample)], {"recorded sample": recorded}
+    else:
+        cases, reference = [], {}
+        why = "no source model and no recorded reference outputs"
+    if not cases:
+        report.checks.append(Check(PARITY, None, why))
+        return report
+    try:
+        runner = session()
+    except Exception as err:  # noqa: BLE001 - an unloadable model is a validation failure
+        report.checks.append(Check(PARITY, False, f"onnxruntime cannot load the model: {err}"))
+        report.errors.append(str(err))
+        return report
+    made_up = {case for case, _ in cases if case not in ("sample", "recorded sample") and "[" not in case}
+    report.distinct_rows = distinct_rows(cases)
+    report.sample_only = source is not None and not samples
+    check, comparisons, errors = check_parity(
+        runner, cases, reference, report.rtol, report.atol, optional=made_up, skipped=report.skipped
+    )
+    report.checks.append(check)
+    report.comparisons.extend(comparisons)
+    report.errors.extend(errors)
+    return report
+
+
+def failure(report: ValidationReport, framework: str) -> ValidationError:
+    """The error :meth:`Artifact.validate` raises for a failed ``report``: every failure, then what to try."""
+    lines = "\n  - ".join(report.failures)
+    return ValidationError(
+        f"Validation of the {framework} export failed:\n  - {lines}\n{report}\n"
+        "Look at the failing cases above: a fixed axis means the exporter specialised a size "
+        "(re-export with that axis in dynamic_axes); value errors past tolerance mean the ONNX "
+        "model computes something else (try another opset, or for PyTorch the other exporter with "
+        "exporter='torchscript' or 'dynamo'). "
+        "Pass raise_on_failure=False to get the report without raising.",
+        report,
+    )

@@ -1,0 +1,314 @@
+"""The generation loop's parts: running one step with the cache in onnxruntime, choosing the next token.
+
+:mod:`onnxbridge.generation._loop` puts them together for :meth:`Artifact.generate`. Steppers feed one
+step's tokens to a session and keep the cache as ``OrtValue``s between steps (only the logits
+come back to numpy); :func:`loop` chooses tokens the way ``transformers`` does (greedy, or
+temperature, then top-k, then top-p, then a draw) and handles end-of-sequence and padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from onnxbridge.core._errors import InferenceError, InputError, first_line
+
+if TYPE_CHECKING:
+    from onnxbridge.generation._spec import GenerationOptions, GenerationSpec
+    from onnxbridge.running._session import Session
+
+PAST = "past_key_values."
+PRESENT = "present."
+
+
+@dataclass
+class Generated:
+    """Sequences and, when asked for, the logits of every step."""
+
+    tokens: np.ndarray
+    logits: list[np.ndarray]
+    steps: int
+
+
+class Decoder:
+    """A decoder-only session driven step by step; the cache stays in ``OrtValue``s."""
+
+    def __init__(self, session: Session) -> None:
+        names = list(session.input_names)
+        self.cache = cache_pairs(session, ("input_ids", "attention_mask"))
+        self.session = session.ort_session
+        self.position_ids = "position_ids" in names
+        self.empty = empty_cache(session, [name for name, _ in self.cache])
+        self.outputs = ["logits", *(out for _, out in self.cache)]
+        self.mask = np.zeros((0, 0), dtype=np.int64)
+        self.past: dict[str, Any] = {}
+
+    def begin(self, attention_mask: np.ndarray) -> None:
+        """Start from an empty cache; ``attention_mask`` covers the prompt."""
+        self.mask = attention_mask
+        self.past = start_cache(self.empty, attention_mask.shape[0])
+
+    def step(self, input_ids: np.ndarray) -> np.ndarray:
+        """Logits for the last position ``(batch, vocab)``; the cache and mask move on by ``input_ids``."""
+        import onnxruntime as ort
+
+        if self.mask.shape[1] < self.past_length() + input_ids.shape[1]:  # one new token per row
+            self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), dtype=np.int64)], axis=1)
+        feeds = dict(self.past)
+        feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(input_ids)
+        feeds["attention_mask"] = ort.OrtValue.ortvalue_from_numpy(self.mask)
+        if self.position_ids:
+            feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(positions(self.mask, input_ids.shape[1]))
+        logits, self.past = run_step(self.session, self.outputs, feeds, self.cache)
+        return logits
+
+    def past_length(self) -> int:
+        first = next(iter(self.past.values()))
+        return int(first.shape()[2])
+
+
+def cache_pairs(session: Session, required: Sequence[str]) -> list[tuple[str, str]]:
+    """(input, output) name pairs of the self-attention cache; :class:`InputError` if the graph cannot generate."""
+    names = list(session.input_names)
+    outputs = set(session.output_names)
+    pairs = [
+        (name, PRESENT + name[len(PAST) :])
+        for name in names
+        if name.startswith(PAST) and not name.endswith((".encoder.key", ".encoder.value"))
+    ]
+    missing = [] if pairs else ["past_key_values.* inputs"]
+    missing += [n for n in required if n not in names]
+    missing += [n for n in ["logits", *(out for _, out in pairs)] if n not in outputs]
+    if missing:
+        raise InputError(
+            f"This model cannot generate: it lacks {', '.join(missing)}. "
+            "generate() needs a decoder exported with its KV cache: "
+            "ob.export(model, task='text-generation') for a transformers causal LM."
+        )
+    return pairs
+
+
+def empty_cache(session: Session, names: Sequence[str]) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Per cache input: (heads, 0, head_dim) and dtype, from the graph's declared shapes."""
+    specs = {s.name: s for s in session.inputs}
+    empty: dict[str, tuple[tuple[int, ...], Any]] = {}
+    for name in names:
+        shape = specs[name].shape
+        if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
+            raise InputError(f"Cache input {name!r} has shape {shape}; expected (batch, heads, past, head_dim).")
+        empty[name] = ((shape[1], 0, shape[3]), specs[name].dtype)
+    return empty
+
+
+def start_cache(empty: dict[str, tuple[tuple[int, ...], Any]], batch: int) -> dict[str, Any]:
+    """Empty cache tensors for ``batch`` sequences, as ``OrtValue``s."""
+    import onnxruntime as ort
+
+    return {
+        name: ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, *shape), dtype=dtype))
+        for name, (shape, dtype) in empty.items()
+    }
+
+
+def run_step(
+    session: Any, outputs: list[str], feeds: dict[str, Any], cache: list[tuple[str, str]]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One run: the last position's logits as numpy, the presents as the next step's past."""
+    try:
+        values = session.run_with_ort_values(outputs, feeds)
+    except Exception as err:
+        raise InferenceError(f"onnxruntime failed during generation: {first_line(err)}") from err
+    logits = values[0].numpy()
+    present = {name: values[i + 1] for i, (name, _) in enumerate(cache)}
+    return logits[:, -1, :], present
+
+
+def positions(attention_mask: np.ndarray, new: int) -> np.ndarray:
+    """Position ids of the last ``new`` tokens: padding skipped, as transformers counts them."""
+    counted = np.cumsum(attention_mask, axis=-1) - 1
+    counted[attention_mask == 0] = 0
+    return np.ascontiguousarray(counted[:, -new:], dtype=np.int64)
+
+
+@dataclass
+class Settings:
+    """How each next token is chosen and when a row ends (checked by :func:`settings`)."""
+
+    max_new_tokens: int
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    rng: np.random.Generator
+    eos: tuple[int, ...]
+    pad: int | None
+    suppress: tuple[int, ...] = ()
+    suppress_first: tuple[int, ...] = ()
+
+
+def settings(spec: GenerationSpec, options: GenerationOptions) -> Settings:
+    """The settings of one call: the user's options, the model's tokens where the user gave none."""
+    eos = spec.eos_token_id if options.eos_token_id is None else _ids(options.eos_token_id)
+    pad = options.pad_token_id if options.pad_token_id is not None else spec.pad_token_id
+    if pad is None and eos:
+        pad = eos[0]  # what transformers does when a model has no pad token
+    return Settings(
+        int(options.max_new_tokens),
+        options.do_sample,
+        options.temperature,
+        options.top_k,
+        options.top_p,
+        np.random.default_rng(options.seed),
+        eos,
+        pad,
+        spec.suppress_tokens,
+        spec.begin_suppress_tokens,
+    )
+
+
+class Stepper(Protocol):
+    """One step of a generation: the tokens of this step in, the last position's logits out."""
+
+    def step(self, input_ids: np.ndarray) -> np.ndarray: ...
+
+
+def loop(stepper: Stepper, prompt: np.ndarray, chosen: Settings, keep_logits: bool) -> Generated:
+    """Feed ``prompt``, then each chosen token, until ``max_new_tokens`` or every row has ended."""
+    batch = prompt.shape[0]
+    sequences, current = prompt, prompt
+    unfinished = np.ones(batch, dtype=bool)
+    kept: list[np.ndarray] = []
+    steps = 0
+    for step in range(chosen.max_new_tokens):
+        logits = stepper.step(current)
+        steps += 1
+        if keep_logits:
+            kept.append(logits)  # as the model gave them, like transformers' output_logits
+        suppressed = chosen.suppress + (chosen.suppress_first if step == 0 else ())
+        if suppressed:
+            logits = logits.copy()
+            logits[:, list(suppressed)] = -np.inf
+        if chosen.do_sample:
+            tokens = _sample(logits, chosen.rng, chosen.temperature, chosen.top_k, chosen.top_p)
+        else:
+            tokens = logits.argmax(axis=-1)
+        if chosen.eos:
+            tokens = np.where(unfinished, tokens, chosen.pad if chosen.pad is not None else 0)
+            unfinished &= ~np.isin(tokens, chosen.eos)
+        current = tokens.astype(np.int64)[:, None]
+        sequences = np.concatenate([sequences, current], axis=1)
+        if not unfinished.any():
+            break
+    return Generated(sequences, kept, steps)
+
+
+class Seq2SeqDecoder:
+    """An encoder session run once, then a decoder session step by step (encoder outputs fed every step)."""
+
+    def __init__(self, encoder: Session, decoder: Session) -> None:
+        self.cache = cache_pairs(decoder, ("decoder_input_ids",))
+        self.encoder = encoder
+        self.session = decoder.ort_session
+        self.decoder_inputs = set(decoder.input_names)
+        self.empty = empty_cache(decoder, [name for name, _ in self.cache])
+        self.outputs = ["logits", *(out for _, out in self.cache)]
+        self.fixed: dict[str, Any] = {}
+        self.past: dict[str, Any] = {}
+
+    def begin(self, inputs: dict[str, np.ndarray]) -> int:
+        """Run the encoder; returns the batch size."""
+        import onnxruntime as ort
+
+        encoded = self.encoder.run(inputs)
+        fixed = {}
+        for name, value in encoded.items():
+            target = PAST + name[len(PRESENT) :] if name.startswith(PRESENT) else name
+            if target in self.decoder_inputs:
+                fixed[target] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
+        if "encoder_attention_mask" in self.decoder_inputs:
+            mask = inputs.get("attention_mask")
+            batch, length = encoded["encoder_hidden_states"].shape[:2]
+            mask = np.ones((batch, length), dtype=np.int64) if mask is None else np.asarray(mask, dtype=np.int64)
+            fixed["encoder_attention_mask"] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(mask))
+        missing = sorted(self.decoder_inputs - set(fixed) - {"decoder_input_ids"} - {n for n, _ in self.cache})
+        if missing:
+            raise InputError(f"The encoder's outputs do not feed the decoder's inputs {missing}.")
+        self.fixed = fixed
+        batch = int(encoded["encoder_hidden_states"].shape[0])
+        self.past = start_cache(self.empty, batch)
+        return batch
+
+    def step(self, input_ids: np.ndarray) -> np.ndarray:
+        import onnxruntime as ort
+
+        feeds = {**self.fixed, **self.past, "decoder_input_ids": ort.OrtValue.ortvalue_from_numpy(input_ids)}
+        logits, self.past = run_step(self.session, self.outputs, feeds, self.cache)
+        return logits
+
+
+def token_matrix(value: Any, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] == 0 or array.shape[0] == 0:
+        raise InputError(
+            f"{name} has shape {array.shape}; expected token ids shaped (batch, length) with at least one token, "
+            "e.g. tokenizer(texts, return_tensors='np', padding=True)['input_ids']."
+        )
+    if array.dtype.kind not in "iu":
+        raise InputError(f"{name} has dtype {array.dtype}; token ids must be integers (int64).")
+    if (array < 0).any():
+        raise InputError(f"{name} holds negative token ids ({int(array.min())}); ids start at 0.")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def checked_mask(value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    mask = np.asarray(value)
+    if mask.ndim == 1:
+        mask = mask[None, :]
+    if mask.shape != shape:
+        raise InputError(f"attention_mask has shape {mask.shape}; it must match input_ids {shape}.")
+    if mask.size and not np.isin(mask, (0, 1)).all():
+        raise InputError("attention_mask must hold only 0 (padding) and 1 (token).")
+    if (mask.sum(axis=1) == 0).any():
+        raise InputError("A row of attention_mask is all padding; every prompt needs at least one token.")
+    if (np.diff(mask.astype(np.int64), axis=1) < 0).any():
+        raise InputError(
+            "attention_mask has padding after a token (right padding). Decoders generate after the last "
+            "position, so pad on the left: tokenizer.padding_side = 'left'."
+        )
+    return np.ascontiguousarray(mask, dtype=np.int64)
+
+
+def _ids(value: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+
+
+def _sample(
+    logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None, top_p: float | None
+) -> np.ndarray:
+    """Temperature, then top-k, then top-p, then a draw: transformers' order."""
+    scores = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < scores.shape[-1]:
+        kth = np.partition(scores, -top_k, axis=-1)[:, -top_k][:, None]
+        scores = np.where(scores < kth, -np.inf, scores)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(scores, axis=-1)  # ascending, as transformers sorts
+        ranked = np.take_along_axis(scores, order, axis=-1)
+        cumulative = np.cumsum(_softmax(ranked), axis=-1)
+        drop = cumulative <= 1 - top_p
+        drop[:, -1] = False  # always keep the most likely token
+        removed = np.zeros_like(drop)
+        np.put_along_axis(removed, order, drop, axis=-1)
+        scores = np.where(removed, -np.inf, scores)
+    probs = _softmax(scores)
+    draws = rng.random((scores.shape[0], 1))
+    return np.minimum((np.cumsum(probs, axis=-1) < draws).sum(axis=-1), scores.shape[-1] - 1)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
