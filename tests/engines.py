@@ -1,6 +1,8 @@
-"""Artifacts and 10,000-row data shared by the Ray and Spark tests."""
+"""Artifacts and 10,000-row data shared by the Ray and Spark tests; each artifact is exported once per process."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -18,6 +20,7 @@ def digits_rows() -> tuple[np.ndarray, np.ndarray]:
     return flat, (flat / 16.0).reshape(ROWS, 1, 8, 8).astype(np.float32)
 
 
+@functools.cache
 def forest() -> ob.Artifact:
     from sklearn.datasets import load_digits
     from sklearn.ensemble import RandomForestClassifier
@@ -26,6 +29,7 @@ def forest() -> ob.Artifact:
     return ob.export(RandomForestClassifier(n_estimators=30, random_state=0).fit(x, y), x[:4])
 
 
+@functools.cache
 def cnn() -> ob.Artifact:
     import torch
 

@@ -18,6 +18,8 @@ from onnxbridge.exporting._registry import default_registry
 from tests.numpy_models import NumpyMLP
 from tests.onnx_models import unary
 
+pytestmark = pytest.mark.core
+
 ROWS = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
 
 

@@ -11,6 +11,8 @@ import onnxbridge as ob
 from onnxbridge.core._axes import normalize_dynamic_axes
 from onnxbridge.running._providers import CPU, plan
 
+pytestmark = pytest.mark.core
+
 RANKS = {"input": 3, "mask": 2}
 OUTPUTS = {"output": 2}
 

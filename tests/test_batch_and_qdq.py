@@ -11,6 +11,8 @@ import onnxbridge as ob
 from onnxbridge.quantize._passes import fold_weight_quantization
 from onnxbridge.running import _batch
 
+pytestmark = pytest.mark.core
+
 
 def _two_input_artifact() -> ob.Artifact:
     """features [batch, 3] float32 and ids [batch] int64 -> score [batch, 1], ids_out [batch]."""
@@ -34,7 +36,7 @@ def _two_input_artifact() -> ob.Artifact:
 
 def test_scalar_columns_stack_into_a_tabular_input_and_outputs_become_columns():
     art = _two_input_artifact()
-    plan = _batch.plan(art, ["a", "b", "c", "ids"], {"features": ["a", "b", "c"]}, {"score": "prediction"})
+    plan = _batch.plan(art.model, ["a", "b", "c", "ids"], {"features": ["a", "b", "c"]}, {"score": "prediction"})
     assert plan.columns == ["a", "b", "c", "ids"]
     batch = {"a": np.arange(4.0), "b": np.ones(4), "c": np.zeros(4, np.int32), "ids": np.arange(4)}
     feeds = _batch.feeds(plan, batch)
@@ -57,11 +59,11 @@ def test_scalar_columns_stack_into_a_tabular_input_and_outputs_become_columns():
 )
 def test_a_plan_that_cannot_work_says_why(available, inputs, outputs, message):
     with pytest.raises(ob.InputError, match=message):
-        _batch.plan(_two_input_artifact(), available, inputs, outputs)
+        _batch.plan(_two_input_artifact().model, available, inputs, outputs)
 
 
 def test_a_text_column_for_a_numeric_input_is_refused():
-    plan = _batch.plan(_two_input_artifact(), ["f", "ids"], {"features": "f"}, None)
+    plan = _batch.plan(_two_input_artifact().model, ["f", "ids"], {"features": "f"}, None)
     with pytest.raises(ob.InputError, match="has dtype"):
         _batch.feeds(plan, {"f": np.array(["x", "y"]), "ids": np.arange(2)})
 

@@ -14,6 +14,8 @@ import onnxbridge as ob
 from onnxbridge.cli._app import app
 from tests.numpy_models import NumpyAdapter, NumpyMLP
 
+pytestmark = pytest.mark.core
+
 runner = CliRunner()
 
 

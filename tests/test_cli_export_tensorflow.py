@@ -40,6 +40,7 @@ def test_keras_file_exports_and_validates(model, tmp_path, suffix):
     np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_folder_exports_its_signature_and_names_the_ones_it_has(model, tmp_path):
     model.export(tmp_path / "saved")
     wrong = _cli(tmp_path / "saved", "-o", tmp_path / "out.onnx", "--signature", "predict")

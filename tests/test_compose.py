@@ -7,6 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.parity import assert_parity
+
 pytest.importorskip("sklearn")
 torch = pytest.importorskip("torch")
 
@@ -40,7 +42,7 @@ def test_scaler_pca_and_torch_head_compose_into_one_graph_that_matches_python(pa
     before = [m.SerializeToString() for m in (first.model, second.model)]
     both = ob.compose(first, second, connect={"variable": "input"})
     assert [m.SerializeToString() for m in (first.model, second.model)] == before  # the parts are left as they were
-    assert both.validation.ok
+    assert_parity(both.validation)
     assert both.input_names == ["input"]
     assert both.output_names == second.output_names
     report = both.validate(samples=[x_test])
@@ -50,7 +52,7 @@ def test_scaler_pca_and_torch_head_compose_into_one_graph_that_matches_python(pa
     got = both.session(providers=["cpu"]).run(x_test)[second.output_names[0]]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
     assert (got.argmax(1) == y_test).mean() > 0.9
-    assert ob.compose(first, second).validation.ok  # one output into one input: connect may be left out
+    assert_parity(ob.compose(first, second).validation)  # one output into one input: connect may be left out
 
 
 def test_a_joint_of_different_dtypes_names_both_sides(parts):
@@ -77,7 +79,7 @@ def test_unknown_names_and_open_joints_are_refused_with_what_exists(parts):
 def test_any_connect_mapping_composes_or_is_refused_with_input_error(parts, connect):
     first, second, *_ = parts
     if connect == {"variable": "input"}:
-        assert ob.compose(first, second, connect=connect).validation.ok
+        assert_parity(ob.compose(first, second, connect=connect).validation)
     else:
         with pytest.raises(ob.InputError, match="connect="):
             ob.compose(first, second, connect=connect)

@@ -18,7 +18,18 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if BLOCK.search(p.read_text())], ids=lambda p: p.name)
+SLOW_PAGES = {"text-generation.md", "quantization.md"}  # they export decoders and quantize real models
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES else p
+        for p in PAGES
+        if BLOCK.search(p.read_text())
+    ],
+    ids=lambda p: p.name,
+)
 def test_python_blocks_in_page_run(page, tmp_path, monkeypatch):
     pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)  # pages save files; keep them out of the checkout

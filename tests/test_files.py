@@ -13,6 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxbridge as ob
 from tests.onnx_models import unary
 
+pytestmark = pytest.mark.core
+
 
 def _model(weights: int = 4) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", weights])

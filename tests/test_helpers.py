@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from onnxbridge.core._errors import first_line
 from onnxbridge.core._tables import markdown_table, text_table
 from onnxbridge.core._timing import compare
+
+pytestmark = pytest.mark.core
 
 
 def test_text_table_aligns_columns_and_trims_trailing_space():

@@ -8,7 +8,11 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 import onnxbridge as ob
+
+pytestmark = pytest.mark.core
 
 HEAVY = [
     "torch",

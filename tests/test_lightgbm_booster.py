@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.datasets import load_diabetes, load_iris
-from sklearn.model_selection import train_test_split
 
 import onnxbridge as ob
+from tests.parity import assert_parity
 
+pytest.importorskip("sklearn")
 lightgbm = pytest.importorskip("lightgbm")
 pytest.importorskip("onnxmltools")
+
+from sklearn.datasets import load_diabetes, load_iris  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
 
 
 def _iris():
@@ -34,7 +37,7 @@ def test_a_multiclass_booster_read_from_its_file_matches_predict_on_held_out_row
     booster, x_test = multiclass
     art = ob.export(booster, x_test[:2])
     assert (art.framework, art.output_names) == ("lightgbm", ["label", "probabilities"])
-    assert art.validate(samples=[x_test]).ok
+    assert_parity(art.validate(samples=[x_test]))
     out = art.session(providers=["cpu"]).run({"input": x_test.astype(np.float32)})
     np.testing.assert_allclose(out["probabilities"], booster.predict(x_test), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(out["label"], booster.predict(x_test).argmax(axis=1))
@@ -44,7 +47,7 @@ def test_a_binary_booster_gives_both_class_probabilities():
     x_train, x_test, y_train, _ = _iris()
     booster = lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(x_train, y_train > 0), 10)
     art = ob.export(booster, x_test[:2])
-    assert art.validate(samples=[x_test]).ok
+    assert_parity(art.validate(samples=[x_test]))
     p = art.session(providers=["cpu"]).run({"input": x_test.astype(np.float32)})["probabilities"]
     np.testing.assert_allclose(p[:, 1], booster.predict(x_test), rtol=1e-4, atol=1e-6)
 
@@ -56,7 +59,7 @@ def test_a_regression_booster_gives_one_value_per_row(objective):
     booster = lightgbm.train({"objective": objective, "verbose": -1}, lightgbm.Dataset(x[:300], target[:300]), 20)
     art = ob.export(booster, x[:2], opset=17)
     assert (art.output_names, art.opset) == (["variable"], 17)
-    assert art.validate(samples=[x[300:]]).ok
+    assert_parity(art.validate(samples=[x[300:]]))
 
 
 def test_a_sample_of_the_wrong_width_is_an_input_error_that_names_the_width(multiclass):
@@ -73,7 +76,7 @@ def test_any_sample_shape_exports_or_is_refused_with_an_input_error(multiclass, 
     booster, _ = multiclass
     sample = np.ones((rows, width))
     if rows > 0 and width == 4:
-        assert ob.export(booster, sample).validate().ok
+        assert_parity(ob.export(booster, sample).validate())
     else:
         with pytest.raises(ob.InputError, match="this booster takes rows of 4 features"):
             ob.export(booster, sample)

@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import onnxbridge as ob
+from onnxbridge.graph import _metadata
 from tests.onnx_models import unary
+from tests.parity import assert_parity
 
 torch = pytest.importorskip("torch")
 
@@ -38,14 +40,14 @@ def _opset(art):
 def test_cnn_goes_down_to_opset_13_and_back_within_tolerance(cnn):
     old = cnn.with_opset(13)
     assert _opset(old) == 13
-    assert old.validation.ok
+    assert_parity(old.validation)
     assert old.model.ir_version < cnn.model.ir_version
     assert any("IR version" in note for note in old.export_notes)
     x = np.random.default_rng(0).normal(size=(5, 1, 8, 8)).astype(np.float32)
     want = cnn.session(providers=["cpu"]).run(x)["output"]
     np.testing.assert_allclose(old.session(providers=["cpu"]).run(x)["output"], want, rtol=1e-4, atol=1e-5)
     back = old.with_opset(_opset(cnn))
-    assert back.validation.ok
+    assert_parity(back.validation)
     assert _opset(cnn) == int(back.properties["opset"])
 
 
@@ -54,7 +56,7 @@ def test_an_operator_newer_than_the_target_is_named_with_the_lowest_opset(encode
         encoder.with_opset(13)
     at17 = encoder.with_opset(17, samples=[torch.randn(3, 11, 32)])
     assert _opset(at17) == 17
-    assert at17.validation.ok
+    assert_parity(at17.validation)
 
 
 @settings(max_examples=15, deadline=None)
@@ -64,7 +66,7 @@ def test_any_target_converts_and_validates_or_raises_input_error(target):
     if isinstance(target, int) and not isinstance(target, bool) and 7 <= target <= onnx.defs.onnx_opset_version():
         converted = art.with_opset(target)
         assert _opset(converted) == target
-        assert converted.validation.ok
+        assert_parity(converted.validation)
     else:
         with pytest.raises(ob.InputError, match="opset"):
             art.with_opset(target)
@@ -78,7 +80,11 @@ def _relu_file() -> str:
         import tempfile
 
         path = tempfile.mkdtemp() + "/relu.onnx"
-        onnx.save(unary("Relu", opset=17), path)
+        sample = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+        model = unary("Relu", opset=17)
+        # the file records a sample and its outputs (as a saved export does), so conversions are held to them
+        _metadata.write(model, _metadata.FileFacts(reference=({"x": sample}, {"y": np.maximum(sample, 0)})))
+        onnx.save(model, path)
         _FILES["relu"] = path
     return _FILES["relu"]
 
@@ -114,5 +120,19 @@ def test_a_quantized_file_is_held_to_itself_when_converted(cnn, tmp_path):
     loaded = ob.load(tmp_path / "int8.onnx")
     assert not loaded.validate(raise_on_failure=False, rtol=1e-3, atol=1e-5).ok  # vs the float source: differs
     converted = loaded.with_opset(17)
-    assert converted.validation.ok
+    assert_parity(converted.validation)
     assert converted.validation.summary()["max_abs_error"] < 1e-4
+
+
+def test_reduce_mean_18_goes_down_to_17_without_the_attribute_17_lacks():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 1])
+    axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+    node = onnx.helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=1, noop_with_empty_axes=0)
+    graph = onnx.helper.make_graph([node], "rms", [x], [y], [axes])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    sample = np.arange(6, dtype=np.float32).reshape(2, 3)
+    old = ob.export(model, sample).with_opset(17)  # onnx's adapter keeps noop_with_empty_axes, which 17 lacks
+    assert [a.name for a in old.model.graph.node[0].attribute] == ["keepdims", "axes"]
+    assert next(c for c in old.validation.checks if c.name == "onnx.checker").passed is True
+    np.testing.assert_allclose(old.session().run(sample)["y"], sample.mean(axis=1, keepdims=True))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.parity import assert_parity
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime.quantization")
 
@@ -69,7 +71,7 @@ def test_qat_fine_tunes_a_copy_and_keeps_accuracy(cnn, digits):
     assert type(model.features[0]).__module__ == "torch.nn.modules.conv"
     assert q.quantization.size_ratio < 0.5  # int8 weights stored, not float + QuantizeLinear
     assert _accuracy(q, x_test, y_test) >= _accuracy(art, x_test, y_test) - 0.01
-    assert q.validate().ok
+    assert_parity(q.validate())
 
 
 def test_artifact_with_qdq_from_training_elsewhere_needs_no_train(cnn, digits, tmp_path):
@@ -242,7 +244,7 @@ def test_optimize_fuses_transformer_attention_and_stays_within_1e_4(bert):
     assert report.max_abs_error <= 1e-4
     assert report.ops_after < report.ops_before
     assert opt.session(providers=["cpu"]).providers == ("CPUExecutionProvider",)
-    assert opt.validate(atol=1e-4).ok
+    assert_parity(opt.validate(atol=1e-4))
 
 
 def test_basic_optimization_keeps_standard_operators(cnn):

@@ -19,6 +19,8 @@ import onnxbridge as ob  # noqa: E402
 import onnxbridge.ray as obray  # noqa: E402
 from tests import engines  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts Ray
+
 
 @pytest.fixture(scope="module")
 def local_ray():

@@ -17,6 +17,8 @@ from onnxbridge.exporting._adapter import Exported
 from onnxbridge.exporting._registry import default_registry
 from tests.onnx_models import unary
 
+pytestmark = pytest.mark.core
+
 
 def _identity_model() -> onnx.ModelProto:
     return unary("Neg", ["n", 2])

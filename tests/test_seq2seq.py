@@ -6,11 +6,13 @@ Tiny configs, random weights, default ``use_cache``; each model exported once pe
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
 
 import onnxbridge as ob
+from tests.parity import assert_generation
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -102,7 +104,7 @@ def test_whisper_exports_and_generates_like_transformers_with_its_suppressed_tok
     assert art.properties["task"] == "automatic-speech-recognition"
     assert art.encoder.input_names == ["input_features"]
     assert art.generation.suppress_tokens == (5, 6)
-    assert art.validate().ok
+    assert_generation(art.validate())
     features = np.random.default_rng(1).standard_normal((2, 16, 60)).astype(np.float32)
     got = art.generate(features, max_new_tokens=16)
     with torch.no_grad():
@@ -168,3 +170,74 @@ def test_weight_only_encoder_decoder_quantizes_both_graphs_and_reports_agreement
     generation = next(c for c in q.validate().checks if c.name == "generation")
     assert generation.passed is None
     assert "int8-weight model: greedy tokens" in generation.detail
+
+
+def test_a_pair_is_two_artifacts_not_one():
+    _, art = exported("t5")
+    assert not isinstance(art, ob.Artifact)
+    assert all(isinstance(part, ob.Artifact) for part in art.components.values())
+    assert art.framework == art.decoder.framework == "transformers"
+
+
+def test_pair_with_opset_converts_both_graphs_and_validates_generation_end_to_end():
+    _, art = exported("t5")
+    old = art.with_opset(17)
+    assert isinstance(old, ob.EncoderDecoderArtifact)
+    assert old.parent is art
+    assert old.encoder.opset == old.decoder.opset == 17
+    assert_generation(old.validation)
+    assert any(c.name == "encoder: numeric parity" and c.passed for c in old.validation.checks)
+    ids, mask = text_batch()
+    np.testing.assert_array_equal(old.generate(ids, mask, max_new_tokens=8), art.generate(ids, mask, max_new_tokens=8))
+    with pytest.raises(ob.InputError, match=r"pair\.encoder\.with_opset"):
+        art.with_opset(17, samples=[ids])
+
+
+def test_pair_compat_checks_both_graphs_and_its_fix_works():
+    _, art = exported("t5")
+    report = art.compat("onnxruntime==1.17")
+    assert not report.ok  # exported at an opset newer than 1.17 loads
+    roles = {f.problem.split(":")[0] for f in report.findings}
+    assert roles == {"encoder", "decoder"}, report
+    fix = next(f.fix for f in report.findings if "with_opset(" in f.fix)
+    assert fix.startswith("pair.with_opset(")
+    opset = int(fix.split("with_opset(")[1].split(")")[0])
+    fixed = art.with_opset(opset)  # what the report proposes, for both graphs at once
+    assert_generation(fixed.validation)
+    assert fixed.compat("onnxruntime==1.17").ok
+
+
+def test_pair_optimize_optimizes_both_graphs_and_keeps_generation():
+    _, art = exported("bart")
+    fast = art.optimize("basic")
+    assert isinstance(fast, ob.EncoderDecoderArtifact)
+    assert fast.encoder.optimization is not None
+    assert fast.decoder.optimization is not None
+    assert_generation(fast.validate())
+
+
+def test_pair_refuses_one_graph_operations_with_what_to_call_instead(tmp_path):
+    _, art = exported("bart")
+    with pytest.raises(ob.InputError, match=r"pair\.encoder\.to_web"):
+        art.to_web(tmp_path / "site")
+    with pytest.raises(ob.InputError, match=r"pair\.encoder\.validate\(samples"):
+        art.validate(samples=[np.zeros((1, 4), np.int64)])
+    assert not (tmp_path / "site").exists()
+
+
+def test_inspect_of_a_saved_pair_reports_both_graphs(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxbridge.cli._app import app
+
+    _, art = exported("t5")
+    folder = art.save(tmp_path / "t5")
+    result = CliRunner().invoke(app, ["inspect", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["kind"] == "encoder-decoder"
+    assert info["graphs"]["encoder"]["inputs"][0]["name"] == "input_ids"
+    assert info["graphs"]["decoder"]["onnxbridge"]["framework"] == "transformers"
+    result = CliRunner().invoke(app, ["run", str(folder), "--input", "input_ids=x.npy"])
+    assert result.exit_code == 2
+    assert "decoder.onnx" in result.output

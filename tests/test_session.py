@@ -13,6 +13,8 @@ from onnx import TensorProto, helper
 import onnxbridge as ob
 from tests.onnx_models import unary
 
+pytestmark = pytest.mark.core
+
 
 @pytest.fixture(scope="module")
 def art() -> ob.Artifact:

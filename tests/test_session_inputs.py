@@ -10,6 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxbridge as ob
 
+pytestmark = pytest.mark.core
+
 
 def _model(elem: int, dtype: type) -> ob.Artifact:
     """y = x + 1 over a [batch, 3] input of the given type."""

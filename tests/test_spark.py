@@ -17,6 +17,8 @@ import onnxbridge as ob  # noqa: E402
 import onnxbridge.spark as obspark  # noqa: E402
 from tests import engines  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts Spark
+
 FEATURES = [f"f{i}" for i in range(64)]
 
 

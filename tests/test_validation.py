@@ -12,8 +12,9 @@ import pytest
 import onnxbridge as ob
 from tests.numpy_models import NumpyMLP
 from tests.onnx_models import unary
+from tests.parity import assert_parity
 
-pytestmark = pytest.mark.usefixtures("numpy_framework")
+pytestmark = [pytest.mark.core, pytest.mark.usefixtures("numpy_framework")]
 X = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
 
 
@@ -59,7 +60,7 @@ def test_tolerances_are_applied():
     exact = art.validate(rtol=0, atol=0, raise_on_failure=False)
     assert not exact.ok
     assert 0 < exact.comparisons[0].max_abs_error < 1e-5
-    assert art.validate(rtol=1e-2, atol=1e-3).ok
+    assert_parity(art.validate(rtol=1e-2, atol=1e-3))
 
 
 def test_caller_samples_are_compared_too():

@@ -23,6 +23,8 @@ from onnxbridge.deploy import _web
 from tests.browser import ORT_WEB, SCREENSHOT, assert_matches, page
 from tests.onnx_models import unary
 
+pytestmark = pytest.mark.slow  # drives Chromium
+
 
 @pytest.fixture(scope="module")
 def digits_cnn():

@@ -11,6 +11,8 @@ pytest.importorskip("tf2onnx")
 import onnxbridge as ob  # noqa: E402
 from tests.browser import page  # noqa: E402
 
+pytestmark = pytest.mark.slow  # drives Chromium
+
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 

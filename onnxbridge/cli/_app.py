@@ -449,6 +449,7 @@ def run(
 
     Example: onnxbridge run model.onnx --input input=x.npy -o outputs.npz
     """
+    art = _load_graph(model, "run")
     try:
         feeds = {}
         for item in input:
@@ -458,7 +459,7 @@ def run(
             if not Path(path).is_file():
                 raise UsageError(f"input file {path!r} does not exist.")
             feeds[name] = np.load(path, allow_pickle=False)
-        outputs = _load_graph(model, "run").session(providers=providers.split(",")).run(feeds)
+        outputs = art.session(providers=providers.split(",")).run(feeds)
         from onnxbridge.graph._files import atomic_write
 
         with atomic_write(output) as handle:

@@ -143,6 +143,7 @@ def _convert_filling_gaps(model: onnx.ModelProto, target: int) -> tuple[onnx.Mod
                 work.opset_import.add(domain=_PARKED, version=1)
             parked.add(op)
     _set_domain(converted.graph, None, _PARKED, "")
+    _drop_stale_defaults(converted, main_opset(model), target)
     kept = [o for o in converted.opset_import if o.domain != _PARKED]
     del converted.opset_import[:]
     converted.opset_import.extend(kept)
@@ -201,6 +202,35 @@ def _drop_defaults(model: onnx.ModelProto, op: str, target: int) -> None:
             kept = [a for a in node.attribute if a.name not in defaults]
             del node.attribute[:]
             node.attribute.extend(kept)
+
+
+def _drop_stale_defaults(model: onnx.ModelProto, source: int, target: int) -> None:
+    """Remove attributes that onnx's adapters carried down although ``target`` lacks them, where they hold the default.
+
+    onnx 1.23's ReduceMean 18 -> 17 adapter moves ``axes`` to an attribute but keeps
+    ``noop_with_empty_axes`` (new in 18), which checkers and onnxruntime then refuse; at its
+    default value it changes nothing.
+    """
+    import onnx
+
+    for node in _graph.all_nodes(model.graph):
+        if node.domain not in ("", "ai.onnx") or not node.attribute:
+            continue
+        try:
+            old, new = onnx.defs.get_schema(node.op_type, target), onnx.defs.get_schema(node.op_type, source)
+        except onnx.defs.SchemaError:
+            continue
+        stale = [
+            a
+            for a in node.attribute
+            if a.name not in old.attributes
+            and a.name in new.attributes
+            and new.attributes[a.name].default_value.name
+            and onnx.helper.get_attribute_value(a)
+            == onnx.helper.get_attribute_value(new.attributes[a.name].default_value)
+        ]
+        for attribute in stale:
+            node.attribute.remove(attribute)
 
 
 def _newer_than(model: onnx.ModelProto, op: str, target: int, types: dict[str, str]) -> str:
