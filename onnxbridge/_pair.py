@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,6 +49,7 @@ __all__ = ["EncoderDecoderArtifact"]
 MANIFEST = "onnxbridge.json"
 RECORD = "generation.npz"
 ROLES = ("encoder", "decoder")
+_ART = re.compile(r"\bart\.")  # fixes say art.with_opset(...); for the pair they are pair.with_opset(...)
 
 
 class EncoderDecoderArtifact:
@@ -310,7 +312,7 @@ class EncoderDecoderArtifact:
         merged = CompatReport(first.target)
         for role, report in reports.items():
             merged.findings += [
-                CompatFinding(f"{role}: {f.problem}", f.fix.replace("art.", "pair."), f.op_type, f.domain, f.nodes)
+                CompatFinding(f"{role}: {f.problem}", _ART.sub("pair.", f.fix), f.op_type, f.domain, f.nodes)
                 for f in report.findings
             ]
             merged.notes += [f"{role}: {note}" for note in report.notes]
