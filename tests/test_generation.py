@@ -205,7 +205,7 @@ def test_generation_settings_are_checked_before_anything_runs(max_new_tokens, te
         and max_new_tokens >= 0
         and temperature == temperature
         and 0 < temperature < float("inf")
-        and (top_k is None or (not isinstance(top_k, bool) and top_k >= 1))
+        and (top_k is None or (not isinstance(top_k, bool) and top_k >= 0))
         and (top_p is None or 0 < top_p <= 1)
     )
     if valid:
@@ -289,9 +289,9 @@ def test_a_cache_kind_onnxbridge_cannot_flatten_is_refused_naming_it_and_the_wor
     model = OddLlama(CONFIGS["llama"]()).eval()
     with pytest.raises(ob.ExportError, match="OddCache") as caught:
         ob.export(model, task="text-generation")
-    assert "use_cache = False" in str(caught.value)
+    assert "task='feature-extraction'" in str(caught.value)
     assert "O(n^2)" in str(caught.value)
-    model.config.use_cache = False  # the workaround the message gives works
+    assert model.config.use_cache  # the workaround the message gives works as it is
     ids = torch.randint(0, 128, (2, 6))
     art = ob.export(model, {"input_ids": ids}, {"input_ids": {0: "batch", 1: "sequence"}}, task="feature-extraction")
     assert art.output_names == ["logits"]

@@ -29,7 +29,7 @@ SMALL = {
 }
 MODELS = {
     "bart": lambda: transformers.BartForConditionalGeneration(
-        transformers.BartConfig(max_position_embeddings=64, forced_eos_token_id=None, eos_token_id=127, **SMALL)
+        transformers.BartConfig(max_position_embeddings=64, eos_token_id=127, **SMALL)  # forced EOS 2 kept
     ),
     "t5": lambda: transformers.T5ForConditionalGeneration(
         transformers.T5Config(
@@ -103,7 +103,7 @@ def test_whisper_exports_and_generates_like_transformers_with_its_suppressed_tok
     model, art = exported("whisper")
     assert art.properties["task"] == "automatic-speech-recognition"
     assert art.encoder.input_names == ["input_features"]
-    assert art.generation.suppress_tokens == (5, 6)
+    assert art.generation.settings.suppress_tokens == (5, 6)
     assert_generation(art.validate())
     features = np.random.default_rng(1).standard_normal((2, 16, 60)).astype(np.float32)
     got = art.generate(features, max_new_tokens=16)

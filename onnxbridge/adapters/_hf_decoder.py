@@ -13,6 +13,7 @@ past) and every later step (one token, the past fed back).
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import inspect
 import re
@@ -24,10 +25,10 @@ import numpy as np
 
 from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
 from onnxbridge.core._axes import DynamicAxes
-from onnxbridge.core._errors import ExportError, InputError
+from onnxbridge.core._errors import ExportError, InputError, ModelConfigError
 from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest
-from onnxbridge.generation._spec import GenerationSpec, GreedyRecord
+from onnxbridge.generation._spec import GenerationSpec, GreedyRecord, ModelSettings
 from onnxbridge.graph import _graph
 
 BATCH, SEQUENCE, PAST = "batch_size", "sequence_length", "past_sequence_length"
@@ -55,16 +56,27 @@ class CacheLayout:
         return [f"present.{i}.{part}" for i in range(self.layers) for part in ("key", "value")]
 
 
+def cache_keyword(model: Any) -> str:
+    """The name ``forward()`` takes the cache by: ``cache`` in transformers 5 (``past_key_values`` before)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The cache a model output carries, by its transformers 5 name or the older one (without the warning)."""
+    fields = getattr(output, "__dataclass_fields__", {})
+    return output.get("cache") if "cache" in fields else output.get("past_key_values")
+
+
 def probe_cache(torch: Any, transformers: Any, model: Any) -> CacheLayout:
     """Run the model on two tokens and read how its cache is laid out; refuse kinds we cannot flatten."""
     with inference(model):
         out = model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=True)
-    cache = getattr(out, "past_key_values", None)
+    cache = returned_cache(out)
     name = type(model).__name__
     workaround = (
-        "Export without the cache instead (model.config.use_cache = False, then ob.export(model, sample, "
-        "task='feature-extraction')): every new token "
-        "then recomputes the whole prefix, so generating n tokens costs O(n^2) instead of O(n)."
+        "Export without the cache instead: ob.export(model, sample, dynamic_axes, task='feature-extraction') "
+        "exports forward() with use_cache=False; every new token then recomputes the whole prefix, so "
+        "generating n tokens costs O(n^2) instead of O(n)."
     )
     if cache is None:
         raise ExportError(f"{name} returned no past_key_values with use_cache=True, so it has no cache to export.")
@@ -99,6 +111,7 @@ def probe_cache(torch: Any, transformers: Any, model: Any) -> CacheLayout:
 def _step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, position_ids: bool) -> Any:
     """The model as one generation step on flat tensors."""
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    keyword = cache_keyword(model)
 
     class DecoderStep(torch.nn.Module):
         def __init__(self) -> None:
@@ -119,12 +132,12 @@ def _step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout,
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                past_key_values=cache,
                 use_cache=True,
+                **{keyword: cache},
                 **extra,
                 **keep,
             )
-            present = out.past_key_values
+            present = returned_cache(out)
             layers = [(layer.keys, layer.values) for layer in present.layers] if layout.kind == "dynamic" else present
             return (out.logits, *(t for pair in layers for t in pair))
 
@@ -155,8 +168,9 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
         opset,
         notes,
         what=f"{type(model).__name__} with its KV cache",
-        hint="or export without the cache (model.config.use_cache = False, then a sample and task='feature-extraction')",
+        hint="or export without the cache (a sample and task='feature-extraction')",
         extra=dict(request.options.get("export_kwargs", {})),
+        model=model,
     )
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
 
@@ -206,10 +220,13 @@ def export_graph(
     what: str,
     hint: str = "",
     extra: dict[str, Any] | None = None,
+    model: Any = None,
 ) -> Any:
     """One wrapper module through the dynamo exporter with transformers' patches; axes named and checked.
 
-    Every dimension name becomes one ``torch.export.Dim``; past lengths may be 0.
+    Every dimension name becomes one ``torch.export.Dim``; past lengths may be 0. ``model`` (the
+    transformers model the wrapper runs) has its mixture-of-experts layers exported on
+    :func:`exportable_experts`.
     """
     dims = {
         dim: torch.export.Dim(re.sub(r"\W+", "_", dim), min=0 if dim.startswith("past_") else None)
@@ -217,7 +234,8 @@ def export_graph(
     }
     shapes = tuple({axis: dims[dim] for axis, dim in axes[name].items()} for name in names)
     try:
-        with inference(module), captured_warnings(notes, "dynamo"), transformers_patches():
+        experts = exportable_experts(model) if model is not None else contextlib.nullcontext()
+        with inference(module), captured_warnings(notes, "dynamo"), transformers_patches(), experts as switched:
             program = torch.onnx.export(
                 module,
                 tuple(values),
@@ -234,6 +252,11 @@ def export_graph(
             f"Exporting {what} (opset {opset}) failed in torch.onnx's dynamo exporter: {summary(err)}. "
             f"Try another opset (opset=...){', ' + hint if hint else ''}."
         ) from err
+    if switched is not None and not any("batched_mm" in note for note in notes):
+        notes.append(
+            f"mixture-of-experts layers exported on transformers' batched_mm experts (the model runs {switched!r}, "
+            "restored after export): each token computes its top-k experts only"
+        )
     proto = program.model_proto
     fixed = _graph.declare_axes(proto, axes)
     if fixed:
@@ -273,12 +296,104 @@ def _axes(inputs: list[str], outputs: list[str]) -> DynamicAxes:
 
 
 def special_tokens(model: Any) -> tuple[tuple[int, ...], int | None]:
-    """EOS ids and the pad id from the generation config (then the model config); pad falls back to EOS."""
+    """EOS ids and the pad id from the generation config (then the model config); pad falls back to EOS.
+
+    Raises:
+        ModelConfigError: An id lies outside the model's vocabulary (the model's own fault).
+    """
     config, text = model.generation_config, model.config.get_text_config()
-    eos = config.eos_token_id if config.eos_token_id is not None else text.eos_token_id
+    eos = config.eos_token_id if config.eos_token_id is not None else getattr(text, "eos_token_id", None)
     eos_ids = () if eos is None else ((int(eos),) if isinstance(eos, int) else tuple(int(t) for t in eos))
-    pad = config.pad_token_id if config.pad_token_id is not None else text.pad_token_id
+    pad = config.pad_token_id if config.pad_token_id is not None else getattr(text, "pad_token_id", None)
+    check_token_ids(model, {"eos_token_id": eos_ids, "pad_token_id": () if pad is None else (int(pad),)})
     return eos_ids, int(pad) if pad is not None else (eos_ids[0] if eos_ids else None)
+
+
+def vocabulary_size(model: Any) -> int:
+    """Rows of the output projection (what logits index), else the config's ``vocab_size``."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    if weight is not None and weight.dim() == 2:
+        return int(weight.shape[0])
+    return int(model.config.get_text_config().vocab_size)
+
+
+def check_token_ids(model: Any, ids: dict[str, tuple[int, ...]]) -> None:
+    """Refuse token ids outside the vocabulary: the model's config is at fault, and generation would crash."""
+    vocab = vocabulary_size(model)
+    wrong = {name: [t for t in values if not 0 <= t < vocab] for name, values in ids.items()}
+    wrong = {name: values for name, values in wrong.items() if values}
+    if wrong:
+        found = "; ".join(f"{name}={values if len(values) > 1 else values[0]}" for name, values in wrong.items())
+        raise ModelConfigError(
+            f"{type(model).__name__}'s configuration is inconsistent: {found} lies outside its vocabulary of {vocab} "
+            f"tokens (ids 0..{vocab - 1}). This is the model's fault, not the export's: set "
+            f"model.generation_config.<name> (and model.config.<name>) to an id below {vocab}, or None, then export."
+        )
+
+
+def recording_config(model: Any, eos: tuple[int, ...], pad: int | None, **extra: Any) -> tuple[Any, ModelSettings]:
+    """The model's own generation config made greedy for :data:`RECORD_STEPS` steps, and the settings it holds.
+
+    Settings onnxbridge's loop does not apply are reset in the copy, so the recorded tokens are
+    what :meth:`Artifact.generate` must reproduce (it refuses those settings when asked to sample
+    or search with them).
+    """
+    settings = ModelSettings.from_generation_config(model.generation_config)
+    check_token_ids(
+        model,
+        {
+            "forced_bos_token_id": () if settings.forced_bos_token_id is None else (settings.forced_bos_token_id,),
+            "forced_eos_token_id": settings.forced_eos_token_id,
+            "suppress_tokens": settings.suppress_tokens,
+            "begin_suppress_tokens": settings.begin_suppress_tokens,
+            "bad_words_ids": tuple(t for word in settings.bad_words_ids for t in word),
+        },
+    )
+    config = copy.deepcopy(model.generation_config)
+    for name in settings.unsupported:
+        setattr(config, name, None)
+    config.update(
+        max_new_tokens=RECORD_STEPS,
+        max_length=None,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=list(eos) or None,
+        pad_token_id=pad,
+        output_logits=True,
+        return_dict_in_generate=True,
+        **extra,
+    )
+    return config, settings
+
+
+@contextlib.contextmanager
+def exportable_experts(model: Any) -> Iterator[str | None]:
+    """Mixture-of-experts layers on transformers' ``batched_mm`` experts while exporting; restored after.
+
+    transformers' default ``grouped_mm`` experts call ``torch.ops.transformers.grouped_mm_fallback``
+    under the exporter, which has no ONNX translation; its ``eager`` experts loop over the experts
+    that data selects. ``batched_mm`` gathers each token's top-k experts' weights and runs them as
+    batched MatMuls: only the selected experts' work is computed (top-k of n experts' FLOPs), and
+    every shape stays symbolic. Yields the implementation switched from (``None``: nothing switched).
+    """
+    can_set = getattr(type(model), "_can_set_experts_implementation", None)
+    if not hasattr(model, "set_experts_implementation") or can_set is None or not can_set():
+        yield None
+        return
+    before = model.get_experts_implementation()
+    if set(before.values()) <= {"batched_mm"} or not _has_experts(model):
+        yield None
+        return
+    model.set_experts_implementation("batched_mm")
+    try:
+        yield before.get("", next(iter(before.values())))
+    finally:
+        model.set_experts_implementation(before)
+
+
+def _has_experts(model: Any) -> bool:
+    return any(hasattr(module, "_apply_gate") and hasattr(module, "num_experts") for module in model.modules())
 
 
 @contextlib.contextmanager
@@ -301,19 +416,9 @@ def transformers_patches() -> Iterator[None]:
 
 def generation_spec(torch: Any, transformers: Any, model: Any, sample: Any) -> GenerationSpec:
     """The model's special tokens and its greedy tokens on fixed prompts (the user's, or made up)."""
-    config = model.generation_config
     eos_ids, pad = special_tokens(model)
     input_ids, attention_mask = _prompts(model, sample, set(eos_ids) | {pad} - {None}, pad or 0)
-    plain = transformers.GenerationConfig(
-        max_new_tokens=RECORD_STEPS,
-        do_sample=False,
-        num_beams=1,
-        eos_token_id=list(eos_ids) or None,
-        pad_token_id=pad,
-        bos_token_id=config.bos_token_id,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
+    plain, settings = recording_config(model, eos_ids, pad)
     with inference(model):
         out = model.generate(
             input_ids=torch.from_numpy(input_ids),
@@ -323,7 +428,7 @@ def generation_spec(torch: Any, transformers: Any, model: Any, sample: Any) -> G
     record = GreedyRecord(
         input_ids, attention_mask, to_numpy(out.sequences).astype(np.int64), [to_numpy(s) for s in out.logits]
     )
-    return GenerationSpec("text-generation", eos_ids, pad, record)
+    return GenerationSpec("text-generation", eos_ids, pad, record, settings=settings)
 
 
 def _prompts(model: Any, sample: Any, special: set[Any], pad: int) -> tuple[np.ndarray, np.ndarray]:

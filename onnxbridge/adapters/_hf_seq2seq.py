@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge.adapters._hf_decoder import BATCH, RECORD_STEPS, export_graph, special_tokens
+from onnxbridge.adapters._hf_decoder import (
+    BATCH,
+    cache_keyword,
+    export_graph,
+    recording_config,
+    returned_cache,
+    special_tokens,
+)
 from onnxbridge.adapters.pytorch import choose_opset, inference, to_numpy
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._deps import require
@@ -91,10 +98,10 @@ def export_seq2seq(model: Any, request: ExportRequest, task: str, notes: list[st
     kind = type(model).__name__
     enc_values, dec_list = list(encoder_inputs.values()), [dec_values[n] for n in dec_names]
     enc_proto = export_graph(
-        torch, encoder, enc_values, enc_names, enc_out, enc_axes, opset, notes, what=f"{kind}'s encoder"
+        torch, encoder, enc_values, enc_names, enc_out, enc_axes, opset, notes, what=f"{kind}'s encoder", model=model
     )
     dec_proto = export_graph(
-        torch, decoder, dec_list, dec_names, dec_out, dec_axes, opset, notes, what=f"{kind}'s decoder"
+        torch, decoder, dec_list, dec_names, dec_out, dec_axes, opset, notes, what=f"{kind}'s decoder", model=model
     )
     components = {
         "encoder": _exported(torch, transformers, encoder, enc_proto, encoder_inputs, enc_names, enc_out, enc_axes),
@@ -151,6 +158,7 @@ def _encoder_sample(torch: Any, model: Any, sample: Any) -> tuple[dict[str, Any]
 
 def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int, text: bool) -> tuple[Any, Any]:
     takes_mask = "attention_mask" in inspect.signature(model.forward).parameters and text
+    keyword = cache_keyword(model)
 
     def cache(self_pairs: list[tuple[Any, Any]], cross_pairs: list[tuple[Any, Any]]) -> Any:
         own, cross = transformers.DynamicCache(), transformers.DynamicCache()
@@ -173,11 +181,11 @@ def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int
             out = self.model(
                 encoder_outputs=(hidden,),
                 decoder_input_ids=first,
-                past_key_values=cache([], []),
                 use_cache=True,
+                **{keyword: cache([], [])},
                 **({"attention_mask": mask} if takes_mask and mask is not None else {}),
             )
-            layers_ = out.past_key_values.cross_attention_cache.layers
+            layers_ = returned_cache(out).cross_attention_cache.layers
             return (hidden, *(t for layer in layers_ for t in (layer.keys, layer.values)))
 
     class Decoder(torch.nn.Module):
@@ -193,11 +201,11 @@ def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int
             out = self.model(
                 encoder_outputs=(hidden,),
                 decoder_input_ids=ids,
-                past_key_values=cache(own, cross),
                 use_cache=True,
+                **{keyword: cache(own, cross)},
                 **({"attention_mask": mask} if takes_mask and mask is not None else {}),
             )
-            present = out.past_key_values.self_attention_cache.layers
+            present = returned_cache(out).self_attention_cache.layers
             return (out.logits[:, -1:], *(t for layer in present for t in (layer.keys, layer.values)))
 
     return Encoder(), Decoder()
@@ -254,21 +262,7 @@ def _generation_spec(
 ) -> GenerationSpec:
     """Special tokens, and the source's greedy tokens for the sample's encoder inputs."""
     eos, pad = special_tokens(model)
-    config = model.generation_config
-    suppress = tuple(int(t) for t in (config.suppress_tokens or ()))
-    begin = tuple(int(t) for t in (config.begin_suppress_tokens or ()))
-    plain = transformers.GenerationConfig(
-        max_new_tokens=RECORD_STEPS,
-        do_sample=False,
-        num_beams=1,
-        eos_token_id=list(eos) or None,
-        pad_token_id=pad,
-        decoder_start_token_id=start,
-        suppress_tokens=list(suppress) or None,
-        begin_suppress_tokens=list(begin) or None,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
+    plain, settings = recording_config(model, eos, pad, decoder_start_token_id=start)
     with inference(model):
         out = model.generate(**encoder_inputs, generation_config=plain)
     tokens = to_numpy(out.sequences).astype(np.int64)
@@ -289,6 +283,5 @@ def _generation_spec(
         pad,
         record,
         decoder_start_token_id=start,
-        suppress_tokens=suppress,
-        begin_suppress_tokens=begin,
+        settings=settings,
     )

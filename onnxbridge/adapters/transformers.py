@@ -104,6 +104,20 @@ class TransformersAdapter:
             shapes = ", ".join(f"{name} {'x'.join(map(str, t.shape))}" for name, t in sample.items())
             notes.append(f"no sample given: inputs built from the config ({shapes}), dynamic axes {made_axes}")
         options = {k: v for k, v in request.options.items() if k != "task"}
+        source = model
+        if _returns_cache(model):
+            source = _without_cache(model)
+            own = [t for t in tasks_of(model) if t == "text-generation" or t in ENCODER_DECODER_TASKS]
+            if own:
+                hint = f"export with task={own[0]!r}"
+            elif model.config.is_encoder_decoder:
+                hint = "export the model with its head (AutoModelForSeq2SeqLM) and task='text2text-generation'"
+            else:
+                hint = "export the model with a language-model head (AutoModelForCausalLM) and task='text-generation'"
+            notes.append(
+                f"exported forward() without the KV cache (use_cache=False) for task={task!r}: the graph computes "
+                f"every position from scratch; for generation with the cache, {hint}"
+            )
         inner = ExportRequest(
             sample=sample,
             dynamic_axes=axes,
@@ -112,7 +126,12 @@ class TransformersAdapter:
             opset=request.opset,
             options=options,
         )
-        exported = TorchAdapter().export(model, inner)
+        with _hf_decoder.exportable_experts(model) as switched:
+            exported = TorchAdapter().export(source, inner)
+        if switched is not None:
+            notes.append(
+                f"mixture-of-experts layers exported on transformers' batched_mm experts (the model runs {switched!r})"
+            )
         exported.framework = "transformers"
         exported.framework_version = _transformers().__version__
         exported.notes = notes + exported.notes
@@ -122,6 +141,33 @@ class TransformersAdapter:
             names = [str(id2label[i]) for i in sorted(id2label)]
             exported.labels = {exported.model.graph.output[0].name: names}
         return exported
+
+
+def _returns_cache(model: Any) -> bool:
+    """Whether ``forward()`` returns a cache object by default (decoders, encoder-decoders with ``use_cache``)."""
+    params = inspect.signature(model.forward).parameters
+    takes = "use_cache" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    config = model.config
+    uses = getattr(config, "use_cache", None) or getattr(config.get_text_config(), "use_cache", None)
+    return bool(takes and uses)
+
+
+def _without_cache(model: Any) -> Any:
+    """``model`` called with ``use_cache=False``: its outputs are tensors only (no cache object ONNX cannot carry)."""
+    torch: Any = require("torch", purpose="Exporting a transformers model")
+
+    class WithoutCache(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return self.model(*args, **kwargs, use_cache=False)
+
+    wrapper = WithoutCache()
+    # Samples bind to the model's own parameters (names, order), as if it were exported itself.
+    WithoutCache.forward.__signature__ = inspect.signature(type(model).forward)  # type: ignore[attr-defined]
+    return wrapper
 
 
 def tasks_of(model: Any) -> list[str]:

@@ -226,7 +226,9 @@ def variants(sample: Feeds, axes: DynamicAxes, names: Sequence[str]) -> list[tup
     shrinking, repetition when growing. Values stay ones the model has seen (token
     ids stay valid). Inputs sharing a dimension name are resized together. A dimension
     named as a sum (``"past_sequence_length + sequence_length"``) is not resized on its
-    own; it grows and shrinks with each of its terms.
+    own; it grows and shrinks with each of its terms. A row of ``attention_mask`` that shrinking
+    leaves all padding (a left-padded row cut to its padding) becomes all tokens: no model is
+    defined on a row with nothing to attend to.
     """
     cases = [("sample", sample)]
     groups = axes_by_dim(axes, [n for n in names if n in sample])
@@ -242,17 +244,35 @@ def variants(sample: Feeds, axes: DynamicAxes, names: Sequence[str]) -> list[tup
                 (n, a, sample[n].shape[a] + size - current) for n, a in dependents
             ]:
                 resized[name] = np.take(resized[name], np.arange(new) % resized[name].shape[axis], axis=axis)
+            mask = resized.get("attention_mask")
+            if mask is not None and mask.ndim == 2 and mask.dtype.kind in "iub" and (mask.sum(axis=1) == 0).any():
+                resized["attention_mask"] = np.where((mask.sum(axis=1) == 0)[:, None], np.ones_like(mask), mask)
             cases.append((f"{dim}={size}", resized))
     return cases
 
 
-def compare(case: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> OutputComparison:
-    """Compare one output with its reference, numpy ``allclose`` semantics."""
+def compare(
+    case: str,
+    name: str,
+    got: np.ndarray,
+    ref: np.ndarray,
+    rtol: float,
+    atol: float,
+    positions: np.ndarray | None = None,
+) -> OutputComparison:
+    """Compare one output with its reference, numpy ``allclose`` semantics.
+
+    ``positions`` (``(batch, sequence)`` booleans, an ``attention_mask``) limits the comparison to
+    the positions that hold tokens: what a model computes at padding is not part of its answer.
+    """
     got, ref = np.asarray(got), np.asarray(ref)
+    shape = got.shape
     if got.shape != ref.shape:
         return OutputComparison(case, name, got.shape, ref.shape, float("inf"), float("inf"), 1.0, False)
+    if positions is not None and got.shape[:2] == positions.shape:
+        got, ref = got[positions], ref[positions]
     if got.size == 0:
-        return OutputComparison(case, name, got.shape, ref.shape, 0.0, 0.0, 0.0, True)
+        return OutputComparison(case, name, shape, shape, 0.0, 0.0, 0.0, True)
     if got.dtype.kind in "fc" or ref.dtype.kind in "fc":
         a, b = got.astype(np.float64), ref.astype(np.float64)
         both_nan = np.isnan(a) & np.isnan(b)
@@ -263,8 +283,8 @@ def compare(case: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: float,
         return OutputComparison(
             case,
             name,
-            got.shape,
-            ref.shape,
+            shape,
+            shape,
             float(diff.max()),
             float(rel.max()),
             float(bad.mean()),
@@ -276,7 +296,7 @@ def compare(case: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: float,
         if got.dtype.kind in "iub"
         else float(bad.any())
     )
-    return OutputComparison(case, name, got.shape, ref.shape, err, err, float(bad.mean()), not bool(bad.any()))
+    return OutputComparison(case, name, shape, shape, err, err, float(bad.mean()), not bool(bad.any()))
 
 
 def check_parity(
@@ -300,6 +320,7 @@ def check_parity(
     comparisons: list[OutputComparison] = []
     errors: list[str] = []
     case_names: list[str] = []
+    masked = False
     for case, feeds in cases:
         try:
             expected = reference(feeds) if callable(reference) else reference[case]
@@ -316,18 +337,33 @@ def check_parity(
         except Exception as err:  # noqa: BLE001
             errors.append(f"[{case}] onnxruntime failed: {first_line(err)}")
             continue
+        positions = _token_positions(feeds)
+        masked = masked or positions is not None
         for name in session.output_names:
             if name not in expected:
                 errors.append(f"[{case}] the source model produced no output matching {name!r}")
                 continue
-            comparisons.append(compare(case, name, got[name], expected[name], rtol, atol))
+            comparisons.append(compare(case, name, got[name], expected[name], rtol, atol, positions))
     failed = sum(not c.passed for c in comparisons)
     if errors or failed:
         parts = [f"{failed} of {len(comparisons)} output comparisons out of tolerance"] if failed else []
         parts += [f"{len(errors)} case(s) could not be compared"] if errors else []
         return Check(PARITY, False, "; ".join(parts)), comparisons, errors
     detail = f"{len(comparisons)} output comparisons within tolerance over cases: {', '.join(case_names)}"
+    if masked:
+        detail += "; (batch, sequence, ...) outputs compared where attention_mask is 1"
     return Check(PARITY, True, detail), comparisons, errors
+
+
+def _token_positions(feeds: Feeds) -> np.ndarray | None:
+    """Where a 0/1 ``attention_mask`` input marks tokens (``None`` without one, or with no padding)."""
+    mask = feeds.get("attention_mask")
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.dtype.kind not in "iub" or not np.isin(mask, (0, 1)).all() or mask.all():
+        return None
+    return mask.astype(bool)
 
 
 # Fewer distinct rows than this from the export sample alone, and the report says to pass samples=.

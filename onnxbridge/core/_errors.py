@@ -65,6 +65,14 @@ class ExportError(OnnxBridgeError):
     """The framework's exporter could not turn the model into ONNX."""
 
 
+class ModelConfigError(ExportError):
+    """The fault is the model's own: its configuration contradicts itself (an EOS id outside its vocabulary, ...)."""
+
+
+class UnsupportedSettingError(InputError):
+    """The model's generation settings ask for what :meth:`~onnxbridge.Artifact.generate` does not do (beam search, ...)."""
+
+
 class ValidationError(OnnxBridgeError):
     """The exported model failed validation; ``.report`` holds every finding."""
 

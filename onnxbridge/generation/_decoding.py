@@ -9,12 +9,14 @@ temperature, then top-k, then top-p, then a draw) and handles end-of-sequence an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from onnxbridge.core._errors import InferenceError, InputError, first_line
+from onnxbridge.core._errors import InferenceError, InputError, UnsupportedSettingError, first_line
+from onnxbridge.generation import _processing
+from onnxbridge.generation._spec import SAMPLING_ONLY, ModelSettings
 
 if TYPE_CHECKING:
     from onnxbridge.generation._spec import GenerationOptions, GenerationSpec
@@ -145,27 +147,55 @@ class Settings:
     rng: np.random.Generator
     eos: tuple[int, ...]
     pad: int | None
-    suppress: tuple[int, ...] = ()
-    suppress_first: tuple[int, ...] = ()
+    rules: ModelSettings = field(default_factory=ModelSettings)
 
 
 def settings(spec: GenerationSpec, options: GenerationOptions) -> Settings:
-    """The settings of one call: the user's options, the model's tokens where the user gave none."""
+    """The settings of one call: the user's options, the model's own settings where the user gave none.
+
+    Raises:
+        UnsupportedSettingError: The model's generation config sets something the loop does not
+            apply (beam search, typical sampling, ...): generating anyway would silently give
+            other tokens than ``transformers``.
+    """
+    model = spec.settings
     eos = spec.eos_token_id if options.eos_token_id is None else _ids(options.eos_token_id)
     pad = options.pad_token_id if options.pad_token_id is not None else spec.pad_token_id
     if pad is None and eos:
         pad = eos[0]  # what transformers does when a model has no pad token
+    do_sample = model.do_sample if options.do_sample is None else options.do_sample
+    unsupported = {
+        name: value
+        for name, value in model.unsupported.items()
+        if not (name == "num_beams" and options.num_beams == 1) and (do_sample or name not in SAMPLING_ONLY)
+    }
+    if unsupported:
+        found = ", ".join(f"{name}={value!r}" for name, value in unsupported.items())
+        override = (
+            " Pass num_beams=1 to generate greedily instead of beam search." if "num_beams" in unsupported else ""
+        )
+        raise UnsupportedSettingError(
+            f"The model's generation_config sets {found}, which onnxbridge's generate() does not apply: it would give "
+            f"other tokens than transformers' model.generate().{override} To generate without "
+            f"{'it' if len(unsupported) == 1 else 'them'}, set model.generation_config.<name> = None before "
+            "ob.export(); or generate with transformers."
+        )
+    overrides = {
+        name: value
+        for name in ("repetition_penalty", "no_repeat_ngram_size", "min_new_tokens")
+        if (value := getattr(options, name)) is not None
+    }
+    top_k = model.top_k if options.top_k is None else (options.top_k or None)
     return Settings(
         int(options.max_new_tokens),
-        options.do_sample,
-        options.temperature,
-        options.top_k,
-        options.top_p,
+        bool(do_sample),
+        model.temperature if options.temperature is None else float(options.temperature),
+        top_k,
+        model.top_p if options.top_p is None else options.top_p,
         np.random.default_rng(options.seed),
         eos,
         pad,
-        spec.suppress_tokens,
-        spec.begin_suppress_tokens,
+        replace(model, **overrides) if overrides else model,
     )
 
 
@@ -175,22 +205,33 @@ class Stepper(Protocol):
     def step(self, input_ids: np.ndarray) -> np.ndarray: ...
 
 
-def loop(stepper: Stepper, prompt: np.ndarray, chosen: Settings, keep_logits: bool) -> Generated:
-    """Feed ``prompt``, then each chosen token, until ``max_new_tokens`` or every row has ended."""
+def loop(
+    stepper: Stepper,
+    prompt: np.ndarray,
+    chosen: Settings,
+    keep_logits: bool,
+    padding: np.ndarray | None = None,
+    encoder_ids: np.ndarray | None = None,
+) -> Generated:
+    """Feed ``prompt``, then each chosen token, until ``max_new_tokens`` or every row has ended.
+
+    ``padding`` is the number of left-padding tokens per row (the repetition penalty skips them);
+    ``encoder_ids`` the encoder's input ids (a decoder-only model's prompt), for the encoder rules.
+    """
     batch = prompt.shape[0]
     sequences, current = prompt, prompt
     unfinished = np.ones(batch, dtype=bool)
     kept: list[np.ndarray] = []
     steps = 0
-    for step in range(chosen.max_new_tokens):
+    context = _processing.Context(
+        prompt.shape[1], prompt.shape[1] + chosen.max_new_tokens, padding, chosen.eos, encoder_ids
+    )
+    for _ in range(chosen.max_new_tokens):
         logits = stepper.step(current)
         steps += 1
         if keep_logits:
             kept.append(logits)  # as the model gave them, like transformers' output_logits
-        suppressed = chosen.suppress + (chosen.suppress_first if step == 0 else ())
-        if suppressed:
-            logits = logits.copy()
-            logits[:, list(suppressed)] = -np.inf
+        logits = _processing.process(logits, sequences, chosen.rules, context)
         if chosen.do_sample:
             tokens = _sample(logits, chosen.rng, chosen.temperature, chosen.top_k, chosen.top_p)
         else:

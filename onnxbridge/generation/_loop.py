@@ -8,9 +8,11 @@ each later step feeds the presents back. The cache stays in onnxruntime ``OrtVal
 between steps; only the logits come back to numpy.
 
 This is what ``transformers``' ``generate()`` does for greedy search and sampling with
-temperature, top-k and top-p, in the same order, so greedy output is token for token the
-same. It is not a serving system: no beam search, no repetition penalties, no batching
-of requests that arrive at different times.
+temperature, top-k and top-p, with the model's own generation settings (repetition penalty,
+no-repeat n-grams, bad words, minimum lengths, forced BOS/EOS, suppressed tokens) applied in
+the same order, so greedy output is token for token the same. Settings it does not apply
+(beam search, typical sampling, ...) are refused with a typed error. It is not a serving
+system: no batching of requests that arrive at different times.
 
 Encoder-decoder models run their encoder graph once, then the decoder graph step by step the
 same way (:func:`generate_seq2seq`). The step machinery and token choice live in
@@ -28,7 +30,7 @@ import numpy as np
 from onnxbridge.core._errors import InputError
 from onnxbridge.generation import _decoding
 from onnxbridge.generation._decoding import Generated
-from onnxbridge.generation._spec import DEFAULT_OPTIONS, GenerationOptions, GenerationSpec, GreedyRecord
+from onnxbridge.generation._spec import DEFAULT_OPTIONS, GREEDY, GenerationOptions, GenerationSpec, GreedyRecord
 
 if TYPE_CHECKING:
     from onnxbridge.running._session import Session
@@ -58,14 +60,15 @@ def generate(
             "what the model computes. Shorten the prompt or max_new_tokens."
         )
     decoder.begin(mask)
-    return _decoding.loop(decoder, ids, chosen, keep_logits)
+    padding = np.argmax(mask != 0, axis=1)  # left padding per row, as transformers' repetition penalty skips it
+    return _decoding.loop(decoder, ids, chosen, keep_logits, padding, encoder_ids=ids)
 
 
 def replay(session: Session, spec: GenerationSpec) -> Callable[[GreedyRecord], Generated]:
     """What :func:`check_generation` runs for a decoder-only model: greedy from the recorded prompts."""
 
     def run(record: GreedyRecord) -> Generated:
-        options = GenerationOptions(max_new_tokens=record.steps)
+        options = GREEDY.with_steps(record.steps)
         return generate(session, spec, record.input_ids, record.attention_mask, options, keep_logits=True)
 
     return run
@@ -95,4 +98,6 @@ def generate_seq2seq(
             prompt = np.repeat(prompt, batch, axis=0)
         if prompt.shape[0] != batch:
             raise InputError(f"decoder_input_ids has {prompt.shape[0]} rows for a batch of {batch}.")
-    return _decoding.loop(stepper, prompt, chosen, keep_logits)
+    ids = inputs.get("input_ids")  # text encoders: their input ids feed the encoder rules; speech has none
+    encoder_ids = ids.astype(np.int64) if ids is not None and ids.ndim == 2 and ids.dtype.kind in "iu" else None
+    return _decoding.loop(stepper, prompt, chosen, keep_logits, encoder_ids=encoder_ids)

@@ -7,14 +7,145 @@ that record them at export time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from onnxbridge.core._errors import InputError
 
-__all__ = ["GenerationOptions", "GenerationSpec", "GreedyRecord"]
+__all__ = ["GenerationOptions", "GenerationSpec", "GreedyRecord", "ModelSettings"]
+
+# Settings of transformers' GenerationConfig that onnxbridge's loop does not apply, and their neutral values:
+# a model that sets one gets a typed error from generate() rather than tokens that silently differ.
+UNSUPPORTED_DEFAULTS: dict[str, Any] = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "penalty_alpha": None,
+    "dola_layers": None,
+    "num_return_sequences": 1,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "min_p": None,
+    "top_h": None,
+    "exponential_decay_length_penalty": None,
+    "sequence_bias": None,
+    "guidance_scale": None,
+    "watermarking_config": None,
+    "remove_invalid_values": False,
+    "constraints": None,
+    "force_words_ids": None,
+    "stop_strings": None,
+    "max_time": None,
+}
+# Of those, the ones that change only sampled tokens: greedy search is unaffected by them.
+SAMPLING_ONLY = frozenset({"typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h"})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model's own generation settings (``transformers``' ``generation_config``), as :meth:`generate` applies them.
+
+    Applied in transformers' order, to the logits of every step: encoder repetition penalty,
+    repetition penalty, no-repeat n-gram, encoder no-repeat n-gram, bad words, minimum length,
+    minimum new tokens, forced BOS, forced EOS, suppressed tokens, tokens suppressed at the first
+    step; then, when sampling, temperature, top-k, top-p.
+
+    Attributes:
+        do_sample, temperature, top_k, top_p: Sampling defaults (the call's own values win).
+        repetition_penalty: Divides positive (multiplies negative) logits of tokens already in the
+            sequence, prompt included, left padding excluded.
+        encoder_repetition_penalty: Multiplies positive (divides negative) logits of tokens in the
+            encoder's input ids (a decoder-only model's prompt).
+        no_repeat_ngram_size: No n-gram of this size occurs twice in a sequence.
+        encoder_no_repeat_ngram_size: No n-gram of the encoder's input ids (a decoder-only model's
+            prompt) is repeated.
+        bad_words_ids: Token sequences never generated (their last token is banned after the rest).
+        min_length: Sequences (prompt included) shorter than this cannot end.
+        min_new_tokens: Fewer new tokens than this cannot end a sequence.
+        forced_bos_token_id: Forced as the first new token after a one-token prompt.
+        forced_eos_token_id: Forced as the last token when ``max_new_tokens`` is reached.
+        suppress_tokens: Never generated.
+        begin_suppress_tokens: Not generated at the first free step.
+        unsupported: Settings the model sets that the loop does not apply, with their values.
+    """
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    encoder_repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    encoder_no_repeat_ngram_size: int | None = None
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    min_length: int | None = None
+    min_new_tokens: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: tuple[int, ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
+    unsupported: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_generation_config(cls, config: Any) -> ModelSettings:
+        """Read a ``transformers.GenerationConfig`` (its unset fields mean transformers' defaults)."""
+
+        def ids(value: Any) -> tuple[int, ...]:
+            if value is None:
+                return ()
+            return (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+
+        def get(name: str, default: Any = None) -> Any:
+            value = getattr(config, name, None)
+            return default if value is None else value
+
+        unsupported = {}
+        for name, neutral in UNSUPPORTED_DEFAULTS.items():
+            value = getattr(config, name, None)
+            if value is not None and value != neutral and not (name == "guidance_scale" and value == 1):
+                unsupported[name] = value if isinstance(value, (int, float, str, bool)) else repr(value)
+        return cls(
+            do_sample=bool(get("do_sample", False)),
+            temperature=float(get("temperature", 1.0)),
+            top_k=int(get("top_k", 50)) or None,
+            top_p=None if float(get("top_p", 1.0)) >= 1 else float(get("top_p")),
+            repetition_penalty=None if float(get("repetition_penalty", 1.0)) == 1 else float(get("repetition_penalty")),
+            encoder_repetition_penalty=None
+            if float(get("encoder_repetition_penalty", 1.0)) == 1
+            else float(get("encoder_repetition_penalty")),
+            no_repeat_ngram_size=int(get("no_repeat_ngram_size", 0)) or None,
+            encoder_no_repeat_ngram_size=int(get("encoder_no_repeat_ngram_size", 0)) or None,
+            bad_words_ids=tuple(ids(words) for words in get("bad_words_ids", ())),
+            min_length=int(get("min_length", 0)) or None,
+            min_new_tokens=int(get("min_new_tokens", 0)) or None,
+            forced_bos_token_id=None if config.forced_bos_token_id is None else int(config.forced_bos_token_id),
+            forced_eos_token_id=ids(config.forced_eos_token_id),
+            suppress_tokens=ids(config.suppress_tokens),
+            begin_suppress_tokens=ids(config.begin_suppress_tokens),
+            unsupported=unsupported,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly form (tuples as lists)."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["bad_words_ids"] = [list(words) for words in self.bad_words_ids]
+        for name in ("forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens"):
+            data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSettings:
+        """The inverse of :meth:`to_json`; unknown keys (from newer versions) are left out."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens"):
+            if name in known:
+                known[name] = tuple(int(t) for t in known[name])
+        if "bad_words_ids" in known:
+            known["bad_words_ids"] = tuple(tuple(int(t) for t in words) for words in known["bad_words_ids"])
+        return cls(**known)
 
 
 @dataclass
@@ -56,8 +187,7 @@ class GenerationSpec:
         max_length: Longest sequence (prompt and new tokens) the graph computes as the model
             does, for models with sliding-window attention; ``None``: no limit.
         decoder_start_token_id: For encoder-decoder models: the decoder's first token.
-        suppress_tokens: Tokens never generated (the model's generation config).
-        begin_suppress_tokens: Tokens not generated at the first step.
+        settings: The model's own generation settings, applied by every call.
     """
 
     task: str
@@ -66,8 +196,7 @@ class GenerationSpec:
     record: GreedyRecord | None = field(default=None, repr=False)
     max_length: int | None = None
     decoder_start_token_id: int | None = None
-    suppress_tokens: tuple[int, ...] = ()
-    begin_suppress_tokens: tuple[int, ...] = ()
+    settings: ModelSettings = field(default_factory=ModelSettings)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly form for a saved file's metadata (record logits left out)."""
@@ -77,8 +206,7 @@ class GenerationSpec:
             "pad_token_id": self.pad_token_id,
             "max_length": self.max_length,
             "decoder_start_token_id": self.decoder_start_token_id,
-            "suppress_tokens": list(self.suppress_tokens),
-            "begin_suppress_tokens": list(self.begin_suppress_tokens),
+            "settings": self.settings.to_json(),
         }
         if self.record is not None:
             data["record"] = {
@@ -92,6 +220,10 @@ class GenerationSpec:
     def from_json(cls, data: dict[str, Any]) -> GenerationSpec:
         """The inverse of :meth:`to_json`."""
         record = data.get("record")
+        settings = dict(data.get("settings") or {})
+        for old in ("suppress_tokens", "begin_suppress_tokens"):  # files written before settings were recorded
+            if data.get(old):
+                settings.setdefault(old, data[old])
         return cls(
             task=str(data["task"]),
             eos_token_id=tuple(int(t) for t in data.get("eos_token_id", ())),
@@ -100,8 +232,7 @@ class GenerationSpec:
             decoder_start_token_id=None
             if data.get("decoder_start_token_id") is None
             else int(data["decoder_start_token_id"]),
-            suppress_tokens=tuple(int(t) for t in data.get("suppress_tokens", ())),
-            begin_suppress_tokens=tuple(int(t) for t in data.get("begin_suppress_tokens", ())),
+            settings=ModelSettings.from_json(settings),
             record=None
             if record is None
             else GreedyRecord(
@@ -116,36 +247,68 @@ class GenerationSpec:
 class GenerationOptions:
     """How the user asked to generate: the keyword arguments of :meth:`Artifact.generate`, in one value.
 
+    ``None`` means the model's own setting (:class:`ModelSettings`), as in ``transformers``.
+
     Attributes:
         max_new_tokens: Most tokens to add to each prompt.
         do_sample: Sample instead of taking the most likely token.
         temperature: Divides the logits before sampling.
-        top_k: Sample among the ``top_k`` most likely tokens only.
+        top_k: Sample among the ``top_k`` most likely tokens only (0: no top-k filter).
         top_p: Sample among the most likely tokens whose probabilities add up to ``top_p``.
         seed: Seed of the sampler (numpy), for reproducible samples.
-        eos_token_id: Token(s) that end a sequence; ``None``: the model's.
-        pad_token_id: Token written after a sequence ended; ``None``: the model's (or EOS).
+        eos_token_id: Token(s) that end a sequence.
+        pad_token_id: Token written after a sequence ended (default: the model's, or EOS).
+        num_beams: Only 1 (greedy search or sampling): overrides a model's beam-search default.
+        repetition_penalty: > 1 discourages tokens already in the sequence (1.0: off).
+        no_repeat_ngram_size: No n-gram of this size occurs twice (0: off).
+        min_new_tokens: No sequence ends before this many new tokens (0: off).
     """
 
     max_new_tokens: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
+    do_sample: bool | None = None
+    temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
     eos_token_id: int | Sequence[int] | None = None
     pad_token_id: int | None = None
+    num_beams: int | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    min_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        max_new, temperature, top_k, top_p = self.max_new_tokens, self.temperature, self.top_k, self.top_p
-        if isinstance(max_new, bool) or not isinstance(max_new, (int, np.integer)) or max_new < 0:
-            raise InputError(f"max_new_tokens={max_new!r}: expected an int >= 0.")
-        if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
+        _count("max_new_tokens", self.max_new_tokens, 0, required=True)
+        temperature, top_k, top_p, penalty = self.temperature, self.top_k, self.top_p, self.repetition_penalty
+        if temperature is not None and not (
+            isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0
+        ):
             raise InputError(f"temperature={temperature!r}: expected a float > 0 (1.0 leaves the logits as they are).")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-            raise InputError(f"top_k={top_k!r}: expected an int >= 1, or None for no top-k filter.")
+        _count("top_k", top_k, 0)
         if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-            raise InputError(f"top_p={top_p!r}: expected a float in (0, 1], or None for no nucleus filter.")
+            raise InputError(f"top_p={top_p!r}: expected a float in (0, 1], or None for the model's setting.")
+        if penalty is not None and not (isinstance(penalty, (int, float)) and np.isfinite(penalty) and penalty > 0):
+            raise InputError(f"repetition_penalty={penalty!r}: expected a float > 0 (1.0: no penalty).")
+        _count("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
+        _count("min_new_tokens", self.min_new_tokens, 0)
+        if self.num_beams is not None and self.num_beams != 1:
+            raise InputError(
+                f"num_beams={self.num_beams!r}: onnxbridge generates with greedy search or sampling (num_beams=1) "
+                "only. For beam search, generate with transformers (or onnxruntime-genai)."
+            )
+
+    def with_steps(self, steps: int) -> GenerationOptions:
+        """The same options for ``steps`` new tokens."""
+        return replace(self, max_new_tokens=steps)
+
+
+def _count(name: str, value: Any, least: int, *, required: bool = False) -> None:
+    """An int >= ``least`` (or ``None`` unless ``required``), else an :class:`InputError` naming it."""
+    if value is None and not required:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise InputError(f"{name}={value!r}: expected an int >= {least}" + ("." if required else ", or None."))
 
 
 DEFAULT_OPTIONS = GenerationOptions()  # the defaults of Artifact.generate
+GREEDY = GenerationOptions(do_sample=False, num_beams=1)  # what validation replays: the model's rules, greedily

@@ -15,7 +15,7 @@ import numpy as np
 
 from onnxbridge.core import _timing
 from onnxbridge.generation import _loop
-from onnxbridge.generation._spec import GenerationOptions, GenerationSpec
+from onnxbridge.generation._spec import GREEDY, GenerationSpec
 from onnxbridge.quantize._types import GenerationQuality
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from onnxbridge.running._session import Session
 
 NEW_TOKENS = 16
-STEPS = GenerationOptions(max_new_tokens=NEW_TOKENS)
+STEPS = GREEDY.with_steps(NEW_TOKENS)
 EXTRA_PROMPTS = (4, 12, 24)  # lengths of the seeded random prompts added to the recorded ones
 
 

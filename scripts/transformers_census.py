@@ -1,0 +1,226 @@
+"""Census of every causal-LM and seq2seq type in transformers: does onnxbridge export, validate and generate it?
+
+Each type in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` and ``MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES``
+is built from its default config shrunk by ``tests/hf_zoo.py`` (random weights, nothing
+downloaded), in a process of its own with a time limit, and goes through:
+
+1. **transformers itself**: ``model.generate(do_sample=False)`` of 8 tokens from two left-padded
+   prompts (seq2seq: from two encoder inputs). A type transformers cannot build or generate
+   with is counted apart: it is not onnxbridge's to export.
+2. **onnxbridge**: ``ob.export(model)`` (the model's default ``use_cache`` and generation
+   config), ``art.validate()``, then ``art.generate(...)`` compared token for token with step 1.
+
+Outcomes: ``ok`` (validated and token-exact), ``validate-fail`` (validation caught a
+difference), ``silent-wrong`` (validation passed, tokens differ: the outcome that must never
+happen), ``refused`` (a typed ``OnnxBridgeError`` naming its cause), ``crash`` (any other
+exception, or the time limit), ``transformers-cannot`` (step 1 failed).
+
+``python scripts/transformers_census.py`` prints the table; ``--write`` also replaces it in
+docs/transformers.md; ``--types a,b`` runs some types only; ``--jobs N`` runs N at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "transformers.md"
+START, END = "<!-- census:start -->", "<!-- census:end -->"
+STEPS = 8
+TIMEOUT = 420
+OUTCOMES = ("ok", "validate-fail", "silent-wrong", "refused", "crash", "transformers-cannot")
+
+
+def types() -> list[tuple[str, str]]:
+    """(mapping, model type) for every type in the two mappings, causal LMs first."""
+    from transformers.models.auto import modeling_auto
+
+    found = [("causal-lm", t) for t in sorted(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)]
+    found += [("seq2seq", t) for t in sorted(modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)]
+    return found
+
+
+def one(kind: str, model_type: str) -> dict[str, Any]:
+    """Run one type (in this process) and return its row."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import torch
+    import transformers
+
+    import onnxbridge as ob
+    from tests import hf_zoo
+
+    row: dict[str, Any] = {"mapping": kind, "type": model_type}
+    auto = transformers.AutoModelForCausalLM if kind == "causal-lm" else transformers.AutoModelForSeq2SeqLM
+    started = time.perf_counter()
+    try:
+        torch.manual_seed(0)
+        config = hf_zoo.tiny_config(model_type)
+        model = auto.from_config(config).eval()
+        row["class"] = type(model).__name__
+        vocab = int(config.get_text_config().vocab_size)
+        ids, mask = hf_zoo.prompts(vocab)
+        with torch.no_grad():
+            if kind == "causal-lm":
+                want = model.generate(
+                    input_ids=torch.from_numpy(ids),
+                    attention_mask=torch.from_numpy(mask),
+                    max_new_tokens=STEPS,
+                    do_sample=False,
+                    num_beams=1,
+                ).numpy()
+            else:
+                want = model.generate(
+                    input_ids=torch.from_numpy(ids),
+                    attention_mask=torch.from_numpy(mask),
+                    max_new_tokens=STEPS,
+                    do_sample=False,
+                    num_beams=1,
+                ).numpy()
+    except Exception as err:  # noqa: BLE001 - the reason is the result
+        row.update(outcome="transformers-cannot", detail=f"{type(err).__name__}: {_line(err)}")
+        return row
+    try:
+        art = ob.export(model)
+        row["export_s"] = round(time.perf_counter() - started, 1)
+        art.validate()
+    except ob.ValidationError as err:
+        row.update(outcome="validate-fail", detail=_line(err, 2))
+        return row
+    except ob.OnnxBridgeError as err:
+        row.update(outcome="refused", detail=f"{type(err).__name__}: {_line(err)}")
+        return row
+    except Exception as err:  # noqa: BLE001
+        row.update(outcome="crash", detail=f"{type(err).__name__}: {_line(err)}")
+        return row
+    try:
+        if kind == "causal-lm":
+            got = art.generate(ids, mask, max_new_tokens=STEPS, num_beams=1, do_sample=False)
+        else:
+            got = art.generate(ids, mask, max_new_tokens=STEPS, num_beams=1, do_sample=False)
+    except ob.OnnxBridgeError as err:
+        row.update(outcome="refused", detail=f"generate: {type(err).__name__}: {_line(err)}")
+        return row
+    except Exception as err:  # noqa: BLE001
+        row.update(outcome="crash", detail=f"generate: {type(err).__name__}: {_line(err)}")
+        return row
+    if kind == "seq2seq" and got.shape[1] == want.shape[1] + 1:
+        got = got[:, 1:]  # transformers returns some seq2seq sequences without the start token
+    same = got.shape == want.shape and bool(np.array_equal(got, want))
+    row.update(outcome="ok" if same else "silent-wrong", detail="" if same else f"{got.tolist()} vs {want.tolist()}")
+    row["notes"] = (
+        [n for n in art.export_notes if "experts" in n or "cache" in n][:2] if hasattr(art, "export_notes") else []
+    )
+    return row
+
+
+def _line(err: BaseException, lines: int = 1) -> str:
+    text = " / ".join(part.strip() for part in str(err).strip().splitlines()[:lines])
+    return text[:300]
+
+
+def run(kind: str, model_type: str) -> dict[str, Any]:
+    """One type in a child process, under the time limit."""
+    command = [sys.executable, __file__, "--one", f"{kind}:{model_type}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return {"mapping": kind, "type": model_type, "outcome": "crash", "detail": f"over {TIMEOUT} s"}
+    rows = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not rows:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"mapping": kind, "type": model_type, "outcome": "crash", "detail": f"process died: {tail[:200]}"}
+    row = json.loads(rows[-1])
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Totals, the target, and one line per type that is not ok."""
+    import transformers
+
+    counts = collections.Counter(row["outcome"] for row in rows)
+    buildable = [row for row in rows if row["outcome"] != "transformers-cannot"]
+    ok = counts["ok"]
+    share = ok / len(buildable) if buildable else 0.0
+    lines = [
+        f"transformers {transformers.__version__}, {len(rows)} types "
+        f"({sum(r['mapping'] == 'causal-lm' for r in rows)} causal-LM, {sum(r['mapping'] == 'seq2seq' for r in rows)} "
+        f"seq2seq), built by `tests/hf_zoo.py`, {STEPS} greedy tokens from two left-padded prompts.",
+        "",
+        "| outcome | types |",
+        "|---|---|",
+        *(f"| {outcome} | {counts[outcome]} |" for outcome in OUTCOMES),
+        "",
+        f"**{ok} of {len(buildable)} types transformers builds and generates with ({share:.1%}) export, validate and "
+        f"generate token-exact; {counts['silent-wrong']} silent wrong tokens; {counts['crash']} crashes.**",
+        "",
+        "| type | mapping | outcome | cause |",
+        "|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (OUTCOMES.index(r["outcome"]), r["type"])):
+        if row["outcome"] != "ok":
+            detail = str(row.get("detail", "")).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {row['type']} | {row['mapping']} | {row['outcome']} | {detail} |")
+    working = sorted(row["type"] for row in rows if row["outcome"] == "ok")
+    lines += ["", f"Token-exact ({len(working)}): " + ", ".join(f"`{t}`" for t in working) + "."]
+    return "\n".join(lines)
+
+
+def write(text: str) -> None:
+    """Replace the table between the census markers in docs/transformers.md."""
+    docs = DOCS.read_text()
+    head, rest = docs.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOCS.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+def main() -> None:
+    """Run the census (or one type, in a child process) and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="replace the table in docs/transformers.md")
+    parser.add_argument("--types", help="comma-separated model types (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="types run at once (default 2)")
+    parser.add_argument("--results", default=str(ROOT / "build" / "census.jsonl"), help="rows, one JSON per line")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        kind, model_type = args.one.split(":", 1)
+        print(json.dumps(one(kind, model_type)), flush=True)
+        return
+    wanted = set(args.types.split(",")) if args.types else None
+    todo = [(k, t) for k, t in types() if wanted is None or t in wanted]
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool, results.open("w") as out:
+        for row in pool.map(lambda kt: run(*kt), todo):
+            rows.append(row)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(
+                f"{row['type']:28} {row['mapping']:9} {row['outcome']:19} {str(row.get('detail', ''))[:110]}",
+                flush=True,
+            )
+    text = table(rows)
+    print(text)
+    if args.write:
+        write(text)
+
+
+if __name__ == "__main__":
+    main()

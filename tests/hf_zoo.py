@@ -1,0 +1,137 @@
+"""Tiny ``transformers`` models of any type, built from the type's default config shrunk to seconds.
+
+Shared by the tests (one representative per family) and ``scripts/transformers_census.py``
+(every type in transformers' causal-LM and seq2seq mappings). Nothing is downloaded: the
+config class's defaults describe the architecture, random weights fill it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+VOCAB = 320
+LAYERS = 2
+# Size attributes shrunk wherever a config has them (set only when the default config has the attribute).
+SMALL: dict[str, Any] = {
+    "vocab_size": VOCAB,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "rotary_dim": 8,
+    "n_embd": 64,
+    "n_layer": LAYERS,
+    "n_head": 4,
+    "n_inner": 96,
+    "d_model": 64,
+    "d_ff": 96,
+    "d_kv": 16,
+    "num_layers": LAYERS,
+    "num_heads": 4,
+    "num_decoder_layers": LAYERS,
+    "encoder_layers": LAYERS,
+    "decoder_layers": LAYERS,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 96,
+    "decoder_ffn_dim": 96,
+    "ffn_dim": 96,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 32,
+    "expert_intermediate_size": 32,
+    "num_experts": 4,
+    "num_local_experts": 4,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_topk": 2,
+    "n_shared_experts": 1,
+    "num_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "kv_lora_rank": 16,
+    "q_lora_rank": 32,
+    "qk_rope_head_dim": 16,  # = head_dim, which multi-latent attention's rotary embedding reads
+    "qk_nope_head_dim": 16,
+    "v_head_dim": 16,
+    "max_position_embeddings": 256,
+    "n_positions": 256,
+    "mamba_d_state": 8,
+    "mamba_n_heads": 4,
+    "mamba_d_head": 32,  # heads x head = expand (2) x hidden
+    "mamba_n_groups": 1,
+    "state_size": 8,
+    "ssm_state_size": 8,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
+}
+
+# Types whose layer pattern is set by period and offset: one attention (or expert) layer in the two.
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "jamba": {"attn_layer_offset": 1, "attn_layer_period": 2, "expert_layer_offset": 1, "expert_layer_period": 2},
+}
+
+
+def tiny_config(model_type: str, **overrides: Any) -> Any:
+    """The default config of ``model_type`` with every size attribute it has made small."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    default = cls()
+    layers = getattr(default, "num_hidden_layers", None)
+    kwargs: dict[str, Any] = {}
+    for name, value in SMALL.items():
+        derived = isinstance(getattr(cls, name, None), property)  # computed from other sizes (Falcon's head_dim)
+        if getattr(default, name, None) is not None and not derived:
+            kwargs[name] = value
+    if "kv_lora_rank" in kwargs and "num_key_value_heads" in kwargs:  # multi-latent attention: no grouped heads
+        kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
+    for name, value in vars(default).items():  # per-layer lists: each kind of layer kept, in order
+        if isinstance(value, list) and layers and len(value) == layers and not name.startswith("_"):
+            kinds = list(dict.fromkeys(map(_hashable, value)))
+            picked = [value[[_hashable(v) for v in value].index(kind)] for kind in kinds][:LAYERS]
+            kwargs[name] = picked + [value[0]] * (LAYERS - len(picked))
+    vocab = kwargs.get("vocab_size", getattr(default, "vocab_size", VOCAB)) or VOCAB
+    for offset, name in enumerate(("eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id")):
+        value = getattr(default, name, None)
+        if isinstance(value, int) and value >= vocab:
+            kwargs[name] = vocab - 1 - offset
+        elif isinstance(value, list):
+            kwargs[name] = [t if t < vocab else vocab - 1 - offset for t in value]
+    config = cls(**{**kwargs, **OVERRIDES.get(model_type, {}), **overrides})
+    _special_tokens_in_vocabulary(config)
+    return config
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _special_tokens_in_vocabulary(config: Any) -> None:
+    """Default special ids of full-size vocabularies (GPT-2's 50256, ...) moved inside the small one."""
+    text = config.get_text_config()
+    vocab = int(getattr(text, "vocab_size", VOCAB) or VOCAB)
+    for offset, name in enumerate(("eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id")):
+        for holder in {id(config): config, id(text): text}.values():
+            value = getattr(holder, name, None)
+            if isinstance(value, int) and value >= vocab:
+                setattr(holder, name, vocab - 1 - offset)
+            elif isinstance(value, list):
+                setattr(holder, name, [t if t < vocab else vocab - 1 - offset for t in value])
+
+
+def prompts(vocab: int, lengths: tuple[int, ...] = (3, 9), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded prompts of the given lengths (ids from 4 on, clear of usual special tokens)."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, -length:] = rng.integers(4, vocab - 4, size=length)
+        mask[row, -length:] = 1
+    return ids, mask
