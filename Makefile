@@ -15,7 +15,7 @@ EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,ray,spark,dev
 # Every other test module must skip, not error, when its framework is missing there.
 CORE_VENV ?= $(VENV)-core
 
-.PHONY: venv web-runtime web-bench-runtime demo test test-fast test-core lint docs dist bench clean
+.PHONY: venv web-runtime web-bench-runtime demo test test-fast test-core lint docs dist bench census clean
 
 venv:
 	python3 scripts/ensure_venv.py $(VENV) $(EXTRAS)
@@ -69,6 +69,11 @@ bench: venv web-runtime web-bench-runtime
 	$(PY) benchmarks/bench_large_models.py
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) ONNXBRIDGE_TFJS=$(VENV)/web/node_modules/@tensorflow $(PY) benchmarks/bench_web.py
 	$(PY) benchmarks/bench_engines.py
+
+# Every causal-LM and seq2seq type in transformers through export, validation and generate(); writes the
+# table in docs/transformers.md. About an hour on two cores; not part of the test suite.
+census: venv
+	$(PY) scripts/transformers_census.py --write
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) dist build .pytest_cache .mypy_cache .ruff_cache

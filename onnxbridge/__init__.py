@@ -39,6 +39,7 @@ from onnxbridge.core._errors import (  # every failure is an OnnxBridgeError
 from onnxbridge.deploy._web_server import WebServer, serve_web  # the browser page, cross-origin isolated
 from onnxbridge.exporting._adapter import Adapter, Exported, ExportRequest  # writing adapters
 from onnxbridge.exporting._registry import register_adapter, supported_frameworks  # the adapter registry
+from onnxbridge.generation._spec import GenerationOptions  # what generate() takes
 from onnxbridge.quantize import (  # quantization and optimization results
     Candidate,
     GenerationQuality,
@@ -71,6 +72,7 @@ __all__ = [
     "Check",
     "CompatFinding",
     "CompatReport",
+    "GenerationOptions",
     "GenerationQuality",
     "InputSpec",
     "OptimizationReport",

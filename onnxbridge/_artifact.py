@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from onnxbridge.checks import _validation
 from onnxbridge.core._axes import DynamicAxes
@@ -13,7 +13,7 @@ from onnxbridge.core._types import Reference, ReferenceFn
 from onnxbridge.exporting import _describe
 from onnxbridge.exporting._adapter import Exported
 from onnxbridge.generation import _check, _loop
-from onnxbridge.generation._spec import GenerationOptions, GenerationSpec
+from onnxbridge.generation._spec import GenerationKwargs, GenerationOptions, GenerationSpec
 from onnxbridge.graph import _files, _graph, _metadata, _scratch
 from onnxbridge.quantize._options import QuantizeOptions
 from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, QuantizationReport
@@ -452,19 +452,8 @@ class Artifact:
         input_ids: Any,
         attention_mask: Any = None,
         *,
-        max_new_tokens: int = 32,
-        do_sample: bool | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        eos_token_id: int | Sequence[int] | None = None,
-        pad_token_id: int | None = None,
-        num_beams: int | None = None,
-        repetition_penalty: float | None = None,
-        no_repeat_ngram_size: int | None = None,
-        min_new_tokens: int | None = None,
         session: Session | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> np.ndarray:
         """Generate tokens with a decoder exported with ``task="text-generation"``.
 
@@ -477,26 +466,12 @@ class Artifact:
             input_ids: Prompt token ids, ``(batch, length)`` (or one prompt as ``(length,)``);
                 pad shorter prompts on the left.
             attention_mask: 1 for tokens, 0 for left padding; default all ones.
-            max_new_tokens: Most tokens to add to each prompt.
-            do_sample: Sample instead of taking the most likely token; default: the model's
-                ``generation_config`` (greedy when it says nothing).
-            temperature: Divides the logits before sampling; default: the model's (1.0).
-            top_k: Sample among the ``top_k`` most likely tokens only (0: no top-k); default:
-                the model's (50 for transformers models, as transformers does).
-            top_p: Sample among the most likely tokens whose probabilities add up to ``top_p``;
-                default: the model's.
-            seed: Seed of the sampler (numpy), for reproducible samples.
-            eos_token_id: Token(s) that end a sequence; default: the model's.
-            pad_token_id: Token written after a sequence ended; default: the model's (or EOS).
-            num_beams: Only ``1``, to generate greedily for a model whose ``generation_config``
-                asks for beam search (which onnxbridge does not do).
-            repetition_penalty: Overrides the model's (1.0: off). Every setting of the model's
-                ``generation_config`` the call does not override (forced BOS/EOS, bad words,
-                minimum length, suppressed tokens, ...) applies as in transformers.
-            no_repeat_ngram_size: Overrides the model's (0: off).
-            min_new_tokens: Overrides the model's (0: off).
             session: A session of this artifact to reuse (e.g. on another provider);
                 default: a CPU session made for this call.
+            **options: ``max_new_tokens`` (32), ``do_sample``, ``temperature``, ``top_k``,
+                ``top_p``, ``seed``, ``eos_token_id``, ``pad_token_id``, ``num_beams``,
+                ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_new_tokens``: see
+                :class:`~onnxbridge.GenerationOptions`; unset ones are the model's.
 
         Returns:
             The prompts followed by the new tokens, ``(batch, length + new)`` int64; rows that
@@ -504,28 +479,15 @@ class Artifact:
 
         Raises:
             InputError: The artifact is not a decoder with a cache, or the prompts, mask or
-                settings are invalid.
+                options are invalid.
             UnsupportedSettingError: The model's ``generation_config`` sets something this loop
                 does not apply (beam search, typical sampling, ...); the message names it.
             InferenceError: onnxruntime failed during a step.
         """
-        options = GenerationOptions(
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            num_beams=num_beams,
-            repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            min_new_tokens=min_new_tokens,
-        )
+        chosen = GenerationOptions.from_keywords(options)
         spec = self.generation or GenerationSpec("text-generation")
         return _loop.generate(
-            session or self.session(providers=["cpu"]), spec, input_ids, attention_mask, options
+            session or self.session(providers=["cpu"]), spec, input_ids, attention_mask, chosen
         ).tokens
 
     def _model_file(self) -> Path | None:

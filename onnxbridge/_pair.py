@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from onnxbridge.core._errors import InputError, ModelFileError
 from onnxbridge.exporting._adapter import Exported
 from onnxbridge.generation import _check, _loop
 from onnxbridge.generation._decoding import Generated
-from onnxbridge.generation._spec import GREEDY, GenerationOptions, GenerationSpec, GreedyRecord
+from onnxbridge.generation._spec import GREEDY, GenerationKwargs, GenerationOptions, GenerationSpec, GreedyRecord
 from onnxbridge.graph import _files
 from onnxbridge.quantize._options import QuantizeOptions
 
@@ -211,19 +211,8 @@ class EncoderDecoderArtifact:
         attention_mask: Any = None,
         *,
         decoder_input_ids: Any = None,
-        max_new_tokens: int = 32,
-        do_sample: bool | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        eos_token_id: int | Sequence[int] | None = None,
-        pad_token_id: int | None = None,
-        num_beams: int | None = None,
-        repetition_penalty: float | None = None,
-        no_repeat_ngram_size: int | None = None,
-        min_new_tokens: int | None = None,
         sessions: Mapping[str, Session] | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> np.ndarray:
         """Encode ``inputs`` once, then generate with the decoder and its cache.
 
@@ -232,22 +221,9 @@ class EncoderDecoderArtifact:
                 speech), or a dict of encoder inputs by name.
             attention_mask: For text: 1 for tokens, 0 for padding (either side).
             decoder_input_ids: The decoder's first tokens (default: the model's decoder start token).
-            max_new_tokens: Most tokens to add after the decoder's first tokens.
-            do_sample: Sample instead of taking the most likely token; default: the model's
-                ``generation_config`` (greedy when it says nothing).
-            temperature: Divides the logits before sampling; default: the model's (1.0).
-            top_k: Sample among the ``top_k`` most likely tokens only (0: no top-k); default:
-                the model's (50 for transformers models, as transformers does).
-            top_p: Sample among the most likely tokens whose probabilities add up to ``top_p``;
-                default: the model's.
-            seed: Seed of the sampler (numpy).
-            eos_token_id: Token(s) that end a sequence; default: the model's.
-            pad_token_id: Token written after a sequence ended; default: the model's.
-            num_beams: As for :meth:`Artifact.generate`.
-            repetition_penalty: As for :meth:`Artifact.generate`.
-            no_repeat_ngram_size: As for :meth:`Artifact.generate`.
-            min_new_tokens: As for :meth:`Artifact.generate`.
             sessions: Sessions from :meth:`sessions` to reuse (default: CPU sessions for this call).
+            **options: As for :meth:`Artifact.generate` (:class:`~onnxbridge.GenerationOptions`);
+                ``max_new_tokens`` counts the tokens after the decoder's first ones.
 
         Returns:
             The decoder sequences, starting with the decoder's first tokens (transformers' BART
@@ -255,20 +231,7 @@ class EncoderDecoderArtifact:
         """
         if self.generation is None:
             raise InputError("This export has no generation settings; export it with its task to generate.")
-        options = GenerationOptions(
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            num_beams=num_beams,
-            repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            min_new_tokens=min_new_tokens,
-        )
+        chosen = GenerationOptions.from_keywords(options)
         runners = dict(sessions) if sessions is not None else self.sessions(providers=["cpu"])
         encoder = runners["encoder"]
         if isinstance(inputs, Mapping):
@@ -281,7 +244,7 @@ class EncoderDecoderArtifact:
             main = next(iter(feeds.values()))
             feeds["attention_mask"] = np.ones(main.shape[:2], dtype=np.int64)
         return _loop.generate_seq2seq(
-            encoder, runners["decoder"], self.generation, feeds, decoder_input_ids=decoder_input_ids, options=options
+            encoder, runners["decoder"], self.generation, feeds, decoder_input_ids=decoder_input_ids, options=chosen
         ).tokens
 
     # -- derived pairs --------------------------------------------------------------------

@@ -157,7 +157,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     buildable = [row for row in rows if row["outcome"] != "transformers-cannot"]
     ok = counts["ok"]
     share = ok / len(buildable) if buildable else 0.0
+    every = len(types())
+    partial = (
+        [f"**Partial run: {len(rows)} of the {every} types, alphabetically from the start of the causal-LM mapping.**", ""]
+        if len(rows) < every
+        else []
+    )
     lines = [
+        *partial,
         f"transformers {transformers.__version__}, {len(rows)} types "
         f"({sum(r['mapping'] == 'causal-lm' for r in rows)} causal-LM, {sum(r['mapping'] == 'seq2seq' for r in rows)} "
         f"seq2seq), built by `tests/hf_zoo.py`, {STEPS} greedy tokens from two left-padded prompts.",
@@ -196,11 +203,18 @@ def main() -> None:
     parser.add_argument("--types", help="comma-separated model types (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="types run at once (default 2)")
     parser.add_argument("--results", default=str(ROOT / "build" / "census.jsonl"), help="rows, one JSON per line")
+    parser.add_argument("--from-results", help="render the table from a results file instead of running")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         kind, model_type = args.one.split(":", 1)
         print(json.dumps(one(kind, model_type)), flush=True)
+        return
+    if args.from_results:
+        text = table([json.loads(line) for line in Path(args.from_results).read_text().splitlines() if line])
+        print(text)
+        if args.write:
+            write(text)
         return
     wanted = set(args.types.split(",")) if args.types else None
     todo = [(k, t) for k, t in types() if wanted is None or t in wanted]

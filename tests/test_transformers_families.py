@@ -60,7 +60,8 @@ def test_routed_experts_graph_gathers_the_selected_experts_instead_of_running_al
     consumers = {
         node.op_type for node in art.model.graph.node for name in node.input if name in stacked
     }  # the selected experts' rows are gathered (by each token's top-k ids), never every expert multiplied
-    assert consumers and consumers <= {"Gather", "GatherND"}
+    assert consumers
+    assert consumers <= {"Gather", "GatherND"}
 
 
 BASES = {

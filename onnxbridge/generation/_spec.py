@@ -6,15 +6,15 @@ that record them at export time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from onnxbridge.core._errors import InputError
 
-__all__ = ["GenerationOptions", "GenerationSpec", "GreedyRecord", "ModelSettings"]
+__all__ = ["GenerationKwargs", "GenerationOptions", "GenerationSpec", "GreedyRecord", "ModelSettings"]
 
 # Settings of transformers' GenerationConfig that onnxbridge's loop does not apply, and their neutral values:
 # a model that sets one gets a typed error from generate() rather than tokens that silently differ.
@@ -250,18 +250,24 @@ class GenerationOptions:
     ``None`` means the model's own setting (:class:`ModelSettings`), as in ``transformers``.
 
     Attributes:
-        max_new_tokens: Most tokens to add to each prompt.
-        do_sample: Sample instead of taking the most likely token.
+        max_new_tokens: Most tokens to add to each prompt (default 32).
+        do_sample: Sample instead of taking the most likely token (the model's default: greedy
+            unless its ``generation_config`` says otherwise).
         temperature: Divides the logits before sampling.
-        top_k: Sample among the ``top_k`` most likely tokens only (0: no top-k filter).
+        top_k: Sample among the ``top_k`` most likely tokens only (0: no top-k filter; the
+            default for transformers models is 50, as in transformers).
         top_p: Sample among the most likely tokens whose probabilities add up to ``top_p``.
         seed: Seed of the sampler (numpy), for reproducible samples.
         eos_token_id: Token(s) that end a sequence.
         pad_token_id: Token written after a sequence ended (default: the model's, or EOS).
-        num_beams: Only 1 (greedy search or sampling): overrides a model's beam-search default.
+        num_beams: Only 1 (greedy search or sampling): generates greedily for a model whose
+            ``generation_config`` asks for beam search, which onnxbridge does not do.
         repetition_penalty: > 1 discourages tokens already in the sequence (1.0: off).
         no_repeat_ngram_size: No n-gram of this size occurs twice (0: off).
         min_new_tokens: No sequence ends before this many new tokens (0: off).
+
+    Every setting of the model's ``generation_config`` the call does not override (forced
+    BOS/EOS, bad words, minimum length, suppressed tokens, ...) applies as in transformers.
     """
 
     max_new_tokens: int = 32
@@ -297,6 +303,17 @@ class GenerationOptions:
                 "only. For beam search, generate with transformers (or onnxruntime-genai)."
             )
 
+    @classmethod
+    def from_keywords(cls, keywords: Mapping[str, Any]) -> GenerationOptions:
+        """Options from the keyword arguments of a ``generate()`` call; unknown names are refused."""
+        unknown = sorted(set(keywords) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InputError(
+                f"generate() got unknown option(s) {', '.join(unknown)}; it takes "
+                f"{', '.join(cls.__dataclass_fields__)} (see GenerationOptions)."
+            )
+        return cls(**keywords)
+
     def with_steps(self, steps: int) -> GenerationOptions:
         """The same options for ``steps`` new tokens."""
         return replace(self, max_new_tokens=steps)
@@ -308,6 +325,23 @@ def _count(name: str, value: Any, least: int, *, required: bool = False) -> None
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
         raise InputError(f"{name}={value!r}: expected an int >= {least}" + ("." if required else ", or None."))
+
+
+class GenerationKwargs(TypedDict, total=False):
+    """The keyword arguments of :meth:`Artifact.generate`, as :class:`GenerationOptions` documents them."""
+
+    max_new_tokens: int
+    do_sample: bool | None
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    seed: int | None
+    eos_token_id: int | Sequence[int] | None
+    pad_token_id: int | None
+    num_beams: int | None
+    repetition_penalty: float | None
+    no_repeat_ngram_size: int | None
+    min_new_tokens: int | None
 
 
 DEFAULT_OPTIONS = GenerationOptions()  # the defaults of Artifact.generate
