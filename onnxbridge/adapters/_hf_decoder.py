@@ -18,11 +18,11 @@ import importlib
 import inspect
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from onnxbridge.adapters import _hf_cache
 from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._errors import ExportError, InputError, ModelConfigError
@@ -33,115 +33,8 @@ from onnxbridge.graph import _graph
 
 BATCH, SEQUENCE, PAST = "batch_size", "sequence_length", "past_sequence_length"
 TOTAL = f"{PAST} + {SEQUENCE}"
+PAST_AND_ONE = f"{PAST} + 1"
 RECORD_STEPS = 8  # greedy steps recorded from the source, replayed by validate()
-
-
-@dataclass(frozen=True)
-class CacheLayout:
-    """How a model hands its cache over: the container and each layer's (heads, head_dim)."""
-
-    kind: str  # "dynamic" (DynamicCache) or "legacy" (tuple of (key, value) per layer)
-    shapes: tuple[tuple[tuple[int, int], tuple[int, int]], ...]
-    dtype: Any
-    window: int | None = None  # the smallest sliding attention window, if any layer has one
-
-    @property
-    def layers(self) -> int:
-        return len(self.shapes)
-
-    def input_names(self) -> list[str]:
-        return [f"past_key_values.{i}.{part}" for i in range(self.layers) for part in ("key", "value")]
-
-    def output_names(self) -> list[str]:
-        return [f"present.{i}.{part}" for i in range(self.layers) for part in ("key", "value")]
-
-
-def cache_keyword(model: Any) -> str:
-    """The name ``forward()`` takes the cache by: ``cache`` in transformers 5 (``past_key_values`` before)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def returned_cache(output: Any) -> Any:
-    """The cache a model output carries, by its transformers 5 name or the older one (without the warning)."""
-    fields = getattr(output, "__dataclass_fields__", {})
-    return output.get("cache") if "cache" in fields else output.get("past_key_values")
-
-
-def probe_cache(torch: Any, transformers: Any, model: Any) -> CacheLayout:
-    """Run the model on two tokens and read how its cache is laid out; refuse kinds we cannot flatten."""
-    with inference(model):
-        out = model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=True)
-    cache = returned_cache(out)
-    name = type(model).__name__
-    workaround = (
-        "Export without the cache instead: ob.export(model, sample, dynamic_axes, task='feature-extraction') "
-        "exports forward() with use_cache=False; every new token then recomputes the whole prefix, so "
-        "generating n tokens costs O(n^2) instead of O(n)."
-    )
-    if cache is None:
-        raise ExportError(f"{name} returned no past_key_values with use_cache=True, so it has no cache to export.")
-    windows: list[int] = []
-    if isinstance(cache, tuple) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in cache):
-        pairs = list(cache)
-        kind = "legacy"
-    elif type(cache) is transformers.DynamicCache:
-        kinds = {type(layer).__name__ for layer in cache.layers}
-        if not kinds <= {"DynamicLayer", "DynamicSlidingWindowLayer"}:
-            raise ExportError(
-                f"{name} keeps its cache in {', '.join(sorted(kinds))} layers, which onnxbridge does not flatten "
-                f"yet; DynamicLayer and DynamicSlidingWindowLayer caches are supported. {workaround}"
-            )
-        pairs = [(layer.keys, layer.values) for layer in cache.layers]
-        kind = "dynamic"
-        windows = [int(layer.sliding_window) for layer in cache.layers if hasattr(layer, "sliding_window")]
-    else:
-        raise ExportError(
-            f"{name} returns its cache as {type(cache).__module__}.{type(cache).__qualname__}, which onnxbridge does "
-            f"not know how to flatten into past_key_values/present tensors (DynamicCache and the legacy tuple form "
-            f"are supported). {workaround}"
-        )
-    shapes = []
-    for key, value in pairs:
-        if key.dim() != 4 or value.dim() != 4:
-            raise ExportError(f"{name}'s cache tensors have shapes {tuple(key.shape)}; expected 4-D per layer.")
-        shapes.append(((int(key.shape[1]), int(key.shape[3])), (int(value.shape[1]), int(value.shape[3]))))
-    return CacheLayout(kind, tuple(shapes), pairs[0][0].dtype, min(windows) if windows else None)
-
-
-def _step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, position_ids: bool) -> Any:
-    """The model as one generation step on flat tensors."""
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    keyword = cache_keyword(model)
-
-    class DecoderStep(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs: Any) -> tuple[Any, ...]:
-            input_ids, attention_mask = inputs[0], inputs[1]
-            extra = {"position_ids": inputs[2]} if position_ids else {}
-            past = inputs[3:] if position_ids else inputs[2:]
-            pairs = [(past[2 * i], past[2 * i + 1]) for i in range(layout.layers)]
-            if layout.kind == "dynamic":
-                cache: Any = transformers.DynamicCache(config=self.model.config)
-                for i, (key, value) in enumerate(pairs):
-                    cache.update(key, value, i)
-            else:
-                cache = tuple(pairs)
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                use_cache=True,
-                **{keyword: cache},
-                **extra,
-                **keep,
-            )
-            present = returned_cache(out)
-            layers = [(layer.keys, layer.values) for layer in present.layers] if layout.kind == "dynamic" else present
-            return (out.logits, *(t for pair in layers for t in pair))
-
-    return DecoderStep()
 
 
 def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Exported:
@@ -150,14 +43,15 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
 
     torch = require("torch", purpose="Exporting a transformers model")
     transformers = require("transformers", purpose="Exporting a transformers model", extra="transformers")
-    layout = probe_cache(torch, transformers, model)
+    layout = _hf_cache.probe(torch, transformers, model)
     position_ids = "position_ids" in inspect.signature(model.forward).parameters
-    step = _step_module(torch, transformers, model, layout, position_ids)
     names = ["input_ids", "attention_mask", *(["position_ids"] if position_ids else []), *layout.input_names()]
     out_names = ["logits", *layout.output_names()]
-    sample = _sample(torch, model, layout, position_ids)
-    axes = _axes(names, out_names)
+    one_token = layout.recurrent  # state-space layers: a graph of transformers' one-token recurrent form
+    sample = _sample(torch, model, layout, position_ids, new=1 if one_token else 3)
+    axes = _axes(names, out_names, layout)
     opset = choose_opset(request.opset)
+    step = _hf_cache.step_module(torch, transformers, model, layout, position_ids)
     proto = export_graph(
         torch,
         step,
@@ -167,7 +61,7 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
         axes,
         opset,
         notes,
-        what=f"{type(model).__name__} with its KV cache",
+        what=f"{type(model).__name__} with its cache",
         hint="or export without the cache (a sample and task='feature-extraction')",
         extra=dict(request.options.get("export_kwargs", {})),
         model=model,
@@ -187,11 +81,7 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
             f"sliding-window attention (window {layout.window}): the graph keeps the whole past, which matches the "
             f"model up to {layout.window} tokens; generate() refuses longer sequences"
         )
-    notes.append(
-        f"exported with the KV cache: {layout.layers} layers as past_key_values.{{i}}.key/value inputs and "
-        "present.{i}.key/value outputs; one graph for the first step (empty past) and later ones; logits for "
-        "the last position only"
-    )
+    notes.append(_cache_note(layout))
     return Exported(
         model=proto,
         framework="transformers",
@@ -205,6 +95,28 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
         properties={"task": "text-generation"},
         generation=spec,
     )
+
+
+def _cache_note(layout: _hf_cache.CacheLayout) -> str:
+    kv = sum(slot.part == "key" for slot in layout.slots)
+    states = {slot.layer for slot in layout.slots if not slot.grows}
+    parts = []
+    if kv:
+        parts.append(
+            f"{kv} attention layers as past_key_values.{{i}}.key/value inputs and present.{{i}}.key/value outputs"
+        )
+    if states:
+        parts.append(
+            f"{len(states)} state-space layers as past_key_values.{{i}}.conv/recurrent inputs and "
+            "present.{i}.conv/recurrent outputs (fixed size, replaced each step)"
+        )
+    how = (
+        "one token per step, transformers' recurrent form (generate() feeds the prompt token by token from zero "
+        "states, which is what the full-sequence form computes)"
+        if layout.recurrent
+        else "one graph for the first step (empty past) and later ones"
+    )
+    return f"exported with the cache: {'; '.join(parts)}; {how}; logits for the last position only"
 
 
 def export_graph(
@@ -264,34 +176,37 @@ def export_graph(
     return proto
 
 
-def _sample(torch: Any, model: Any, layout: CacheLayout, position_ids: bool) -> list[Any]:
-    """Batch 2, 3 new tokens after a past of 5: sizes distinct so the exporter cannot confuse them."""
-    batch, new, past = 2, 3, 5
+def _sample(torch: Any, model: Any, layout: _hf_cache.CacheLayout, position_ids: bool, *, new: int) -> list[Any]:
+    """Batch 2, ``new`` tokens after a past of 5: sizes distinct so the exporter cannot confuse them."""
+    batch, past = 2, 5
     generator = torch.Generator().manual_seed(0)
     vocab = int(model.config.get_text_config().vocab_size)
     tensors = [
         torch.randint(0, vocab, (batch, new), generator=generator),
-        torch.ones((batch, past + new), dtype=torch.long),
+        torch.ones((batch, past + new if layout.step_mask else new), dtype=torch.long),
     ]
     if position_ids:
         tensors.append(torch.arange(past, past + new).expand(batch, new).contiguous())
-    for (k_heads, k_dim), (v_heads, v_dim) in layout.shapes:
-        tensors.append(torch.randn((batch, k_heads, past, k_dim), generator=generator).to(layout.dtype))
-        tensors.append(torch.randn((batch, v_heads, past, v_dim), generator=generator).to(layout.dtype))
+    for slot in layout.slots:
+        shape = (slot.shape[0], past, slot.shape[2]) if slot.grows else slot.shape
+        tensors.append(torch.randn((batch, *shape), generator=generator).to(layout.dtype))
     return tensors
 
 
-def _axes(inputs: list[str], outputs: list[str]) -> DynamicAxes:
+def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) -> DynamicAxes:
+    growing = {
+        f"{prefix}.{slot.suffix}" for slot in layout.slots if slot.grows for prefix in ("past_key_values", "present")
+    }
     axes: DynamicAxes = {}
     for name in inputs:
         if name in ("input_ids", "position_ids"):
-            axes[name] = {0: BATCH, 1: SEQUENCE}
+            axes[name] = {0: BATCH} if layout.recurrent else {0: BATCH, 1: SEQUENCE}
         elif name == "attention_mask":
-            axes[name] = {0: BATCH, 1: TOTAL}
+            axes[name] = {0: BATCH, 1: PAST_AND_ONE if layout.recurrent else TOTAL} if layout.step_mask else {0: BATCH}
         else:
-            axes[name] = {0: BATCH, 2: PAST}
+            axes[name] = {0: BATCH, 2: PAST} if name in growing else {0: BATCH}
     for name in outputs:
-        axes[name] = {0: BATCH} if name == "logits" else {0: BATCH, 2: TOTAL}
+        axes[name] = {0: BATCH, 2: TOTAL} if name in growing else {0: BATCH}
     return axes
 
 

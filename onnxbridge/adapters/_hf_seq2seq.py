@@ -20,14 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge.adapters._hf_decoder import (
-    BATCH,
-    cache_keyword,
-    export_graph,
-    recording_config,
-    returned_cache,
-    special_tokens,
-)
+from onnxbridge.adapters._hf_cache import cache_keyword, returned_cache
+from onnxbridge.adapters._hf_decoder import BATCH, export_graph, recording_config, special_tokens
 from onnxbridge.adapters.pytorch import choose_opset, inference, to_numpy
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._deps import require

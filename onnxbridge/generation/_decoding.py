@@ -43,33 +43,45 @@ class Decoder:
         self.cache = cache_pairs(session, ("input_ids", "attention_mask"))
         self.session = session.ort_session
         self.position_ids = "position_ids" in names
+        shapes = {s.name: s.shape for s in session.inputs}
+        # State-space decoders: one token per run (their recurrent form); the prompt goes token by token.
+        self.one_token = list(shapes["input_ids"][1:2]) == [1]
+        self.mask_column = list(shapes["attention_mask"][1:2]) == [1]  # the current token's mask only
         self.empty = empty_cache(session, [name for name, _ in self.cache])
         self.outputs = ["logits", *(out for _, out in self.cache)]
         self.mask = np.zeros((0, 0), dtype=np.int64)
         self.past: dict[str, Any] = {}
+        self.seen = 0  # tokens fed so far (the past's length)
 
     def begin(self, attention_mask: np.ndarray) -> None:
         """Start from an empty cache; ``attention_mask`` covers the prompt."""
         self.mask = attention_mask
         self.past = start_cache(self.empty, attention_mask.shape[0])
+        self.seen = 0
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Logits for the last position ``(batch, vocab)``; the cache and mask move on by ``input_ids``."""
-        import onnxruntime as ort
-
-        if self.mask.shape[1] < self.past_length() + input_ids.shape[1]:  # one new token per row
+        if self.mask.shape[1] < self.seen + input_ids.shape[1]:  # one new token per row
             self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), dtype=np.int64)], axis=1)
-        feeds = dict(self.past)
-        feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(input_ids)
-        feeds["attention_mask"] = ort.OrtValue.ortvalue_from_numpy(self.mask)
-        if self.position_ids:
-            feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(positions(self.mask, input_ids.shape[1]))
-        logits, self.past = run_step(self.session, self.outputs, feeds, self.cache)
+        if not self.one_token:
+            return self._run(input_ids)
+        for column in range(input_ids.shape[1]):
+            logits = self._run(np.ascontiguousarray(input_ids[:, column : column + 1]))
         return logits
 
-    def past_length(self) -> int:
-        first = next(iter(self.past.values()))
-        return int(first.shape()[2])
+    def _run(self, input_ids: np.ndarray) -> np.ndarray:
+        import onnxruntime as ort
+
+        self.seen += input_ids.shape[1]
+        mask = self.mask[:, self.seen - 1 : self.seen] if self.mask_column else self.mask[:, : self.seen]
+        feeds = dict(self.past)
+        feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(input_ids)
+        feeds["attention_mask"] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(mask))
+        if self.position_ids:
+            spanned = self.mask[:, : self.seen]
+            feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(positions(spanned, input_ids.shape[1]))
+        logits, self.past = run_step(self.session, self.outputs, feeds, self.cache)
+        return logits
 
 
 def cache_pairs(session: Session, required: Sequence[str]) -> list[tuple[str, str]]:
@@ -94,14 +106,19 @@ def cache_pairs(session: Session, required: Sequence[str]) -> list[tuple[str, st
 
 
 def empty_cache(session: Session, names: Sequence[str]) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """Per cache input: (heads, 0, head_dim) and dtype, from the graph's declared shapes."""
+    """Per cache input, its shape before the first step (after the batch axis) and dtype.
+
+    From the graph's declared shapes: a symbolic axis is the past's length, so it starts at 0
+    (attention keys and values: heads x 0 x head size); fixed axes keep their size (state-space
+    conv and recurrent states start as zeros of their full size).
+    """
     specs = {s.name: s for s in session.inputs}
     empty: dict[str, tuple[tuple[int, ...], Any]] = {}
     for name in names:
         shape = specs[name].shape
-        if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
-            raise InputError(f"Cache input {name!r} has shape {shape}; expected (batch, heads, past, head_dim).")
-        empty[name] = ((shape[1], 0, shape[3]), specs[name].dtype)
+        if len(shape) < 2:
+            raise InputError(f"Cache input {name!r} has shape {shape}; expected (batch, ...) with the past's axes.")
+        empty[name] = (tuple(d if isinstance(d, int) else 0 for d in shape[1:]), specs[name].dtype)
     return empty
 
 

@@ -1,0 +1,233 @@
+"""The caches of ``transformers`` decoders as flat tensors: what each kind holds, and the model's own cache rebuilt.
+
+A graph cannot carry a ``DynamicCache`` object, so each tensor it holds becomes one graph input
+(``past_key_values.{layer}.{part}``) and one output (``present.{layer}.{part}``):
+
+=========================  ===========================================  ==============================
+cache layer                parts                                        shape (after ``batch_size``)
+=========================  ===========================================  ==============================
+attention (``DynamicLayer``,  ``key``, ``value``                        heads x ``past_sequence_length``
+sliding window)                                                          x head size (grows each step)
+state space / linear       ``conv`` (and ``conv.{k}``), ``recurrent``   fixed: the layer's conv window and
+attention (``LinearAttention``)  (and ``recurrent.{k}``)                 recurrent state (replaced each step)
+hybrid layers              both of the above                            as above
+=========================  ===========================================  ==============================
+
+A wrapper rebuilds the model's own cache from the flat tensors with the calls the model makes
+itself (``DynamicCache.update`` for attention; the layer's ``lazy_initialization`` and state
+tensors for linear attention), runs the model unchanged and returns every part flat again.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from onnxbridge.adapters.pytorch import inference
+from onnxbridge.core._errors import ExportError
+
+ATTENTION_KINDS = {"DynamicLayer", "DynamicSlidingWindowLayer"}
+LINEAR_KINDS = {
+    "LinearAttentionLayer",
+    "LinearAttentionAndFullAttentionLayer",
+    "LinearAttentionAndSlidingWindowAttentionLayer",
+}
+WORKAROUND = (
+    "Export without the cache instead: ob.export(model, sample, dynamic_axes, task='feature-extraction') "
+    "exports forward() with use_cache=False; every new token then recomputes the whole prefix, so "
+    "generating n tokens costs O(n^2) instead of O(n)."
+)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One tensor of the cache: a layer's key or value, or one of its conv or recurrent states."""
+
+    layer: int
+    part: str  # "key", "value", "conv", "recurrent"
+    index: int  # the layer's state index for conv/recurrent parts; 0 for key/value
+    shape: tuple[int, ...]  # without the batch axis; key/value: (heads, past, head size)
+    kernel: int | None = None  # a conv state's kernel size
+
+    @property
+    def grows(self) -> bool:
+        """Key and value grow by the new tokens each step; states keep their shape."""
+        return self.part in ("key", "value")
+
+    @property
+    def suffix(self) -> str:
+        return f"{self.layer}.{self.part}" + (f".{self.index}" if self.index else "")
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How a model hands its cache over: the container, every tensor in it, and how a step is called."""
+
+    kind: str  # "dynamic" (DynamicCache) or "legacy" (tuple of (key, value) per layer)
+    slots: tuple[Slot, ...]
+    dtype: Any
+    window: int | None = None  # the smallest sliding attention window, if any layer has one
+    step_mask: bool = True  # whether transformers passes attention_mask to one-token steps
+
+    @property
+    def layers(self) -> int:
+        return len({slot.layer for slot in self.slots})
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether any layer keeps conv or recurrent state (one code path for prompts, another per token)."""
+        return any(not slot.grows for slot in self.slots)
+
+    def input_names(self) -> list[str]:
+        return [f"past_key_values.{slot.suffix}" for slot in self.slots]
+
+    def output_names(self) -> list[str]:
+        return [f"present.{slot.suffix}" for slot in self.slots]
+
+
+def cache_keyword(model: Any) -> str:
+    """The name ``forward()`` takes the cache by: ``cache`` in transformers 5 (``past_key_values`` before)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The cache a model output carries, by its transformers 5 name or the older one (without the warning)."""
+    fields = getattr(output, "__dataclass_fields__", {})
+    return output.get("cache") if "cache" in fields else output.get("past_key_values")
+
+
+def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
+    """Run the model on two tokens (then one more) and read how its cache is laid out; refuse kinds we cannot flatten."""
+    ids = torch.zeros((1, 2), dtype=torch.long)
+    with inference(model):
+        out = model(input_ids=ids, use_cache=True)
+    cache = returned_cache(out)
+    name = type(model).__name__
+    if cache is None:
+        raise ExportError(
+            f"{name} returned no cache with use_cache=True (its config is not set up as a decoder), so it has no "
+            f"cache to export. {WORKAROUND}"
+        )
+    if isinstance(cache, tuple) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in cache):
+        pairs = [s for i, (key, value) in enumerate(cache) for s in _attention_slots(name, i, key, value)]
+        return CacheLayout("legacy", tuple(pairs), cache[0][0].dtype)
+    if type(cache) is not transformers.DynamicCache:
+        raise ExportError(
+            f"{name} returns its cache as {type(cache).__module__}.{type(cache).__qualname__}, which onnxbridge does "
+            f"not know how to flatten into past_key_values/present tensors (DynamicCache and the legacy tuple form "
+            f"are supported). {WORKAROUND}"
+        )
+    kinds = {type(layer).__name__ for layer in cache.layers}
+    if not kinds <= ATTENTION_KINDS | LINEAR_KINDS:
+        raise ExportError(
+            f"{name} keeps its cache in {', '.join(sorted(kinds - ATTENTION_KINDS - LINEAR_KINDS))} layers, which "
+            f"onnxbridge does not flatten yet; attention (DynamicLayer, DynamicSlidingWindowLayer) and state-space "
+            f"(LinearAttentionLayer) caches are supported. {WORKAROUND}"
+        )
+    slots: list[Slot] = []
+    dtype = None
+    for i, layer in enumerate(cache.layers):
+        if type(layer).__name__ in LINEAR_KINDS:
+            for part, states in (("conv", layer.conv_states), ("recurrent", layer.recurrent_states)):
+                for index, state in states.items():
+                    if isinstance(state, torch.Tensor):
+                        kernel = layer.conv_kernel_size[index] if part == "conv" else None
+                        slots.append(Slot(i, part, index, tuple(int(d) for d in state.shape[1:]), kernel))
+                        dtype = dtype or state.dtype
+        keys = getattr(layer, "keys", None)
+        if isinstance(keys, torch.Tensor) and keys.numel():
+            slots.extend(_attention_slots(name, i, keys, layer.values))
+            dtype = dtype or keys.dtype
+    windows = [int(layer.sliding_window) for layer in cache.layers if hasattr(layer, "sliding_window")]
+    layout = CacheLayout("dynamic", tuple(slots), dtype, min(windows) if windows else None)
+    if not layout.recurrent:
+        return layout
+    # What transformers' own generate() passes to a one-token step (state-space models such as
+    # Falcon-Mamba drop the attention mask after the prompt).
+    step = model.prepare_inputs_for_generation(
+        torch.zeros((1, 3), dtype=torch.long),
+        attention_mask=torch.ones((1, 3), dtype=torch.long),
+        use_cache=True,
+        is_first_iteration=False,
+        **{cache_keyword(model): cache},
+    )
+    return CacheLayout("dynamic", tuple(slots), dtype, layout.window, step.get("attention_mask") is not None)
+
+
+def _attention_slots(name: str, layer: int, key: Any, value: Any) -> list[Slot]:
+    if key.dim() != 4 or value.dim() != 4:
+        raise ExportError(f"{name}'s cache tensors have shapes {tuple(key.shape)}; expected 4-D per layer.")
+    return [
+        Slot(layer, "key", 0, (int(key.shape[1]), 0, int(key.shape[3]))),
+        Slot(layer, "value", 0, (int(value.shape[1]), 0, int(value.shape[3]))),
+    ]
+
+
+def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, position_ids: bool) -> Any:
+    """The model as one generation step on flat tensors.
+
+    For a layout with recurrent state the step takes one token per row (transformers' recurrent
+    form, the one its ``generate()`` runs after the prompt); the prompt is fed one token at a
+    time from zero states, which is what the full-sequence form computes. When transformers
+    drops the attention mask after the prompt (``layout.step_mask`` false), the step takes the
+    current token's mask column instead, so left padding is masked as in the prompt's form.
+    """
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    keyword = cache_keyword(model)
+    slots = layout.slots
+
+    class DecoderStep(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: Any) -> tuple[Any, ...]:
+            input_ids, attention_mask = inputs[0], inputs[1]
+            extra = {"position_ids": inputs[2]} if position_ids else {}
+            past = inputs[3:] if position_ids else inputs[2:]
+            cache = self._cache(past, attention_mask.shape[1] - input_ids.shape[1])
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **{keyword: cache}, **extra, **keep
+            )
+            return (out.logits, *self._flat(returned_cache(out)))
+
+        def _cache(self, past: tuple[Any, ...], length: Any) -> Any:
+            if layout.kind == "legacy":
+                return tuple((past[i], past[i + 1]) for i in range(0, len(past), 2))
+            cache = transformers.DynamicCache(config=self.model.config)
+            pairs: dict[int, dict[str, Any]] = {}
+            for slot, tensor in zip(slots, past, strict=True):
+                if slot.grows:
+                    pairs.setdefault(slot.layer, {})[slot.part] = tensor
+                else:
+                    layer = cache.layers[slot.layer]
+                    if slot.part == "conv":
+                        layer.lazy_initialization(
+                            conv_states=tensor, state_idx=slot.index, conv_kernel_size=slot.kernel
+                        )
+                        layer.conv_states[slot.index] = tensor.clone()
+                    else:
+                        layer.lazy_initialization(recurrent_states=tensor, state_idx=slot.index)
+                        layer.recurrent_states[slot.index] = tensor.clone()
+                    layer.has_previous_state[slot.index] = True
+                    if layout.step_mask:  # the mask spans the past: its length is what the layer counted
+                        layer.cumulative_length_linear = torch.full((), length, dtype=torch.long)
+            for index in sorted(pairs):
+                cache.update(pairs[index]["key"], pairs[index]["value"], index)
+            return cache
+
+        def _flat(self, present: Any) -> list[Any]:
+            if layout.kind == "legacy":
+                return [t for pair in present for t in pair]
+            found = []
+            for slot in slots:
+                layer = present.layers[slot.layer]
+                if slot.grows:
+                    found.append(layer.keys if slot.part == "key" else layer.values)
+                else:
+                    states = layer.conv_states if slot.part == "conv" else layer.recurrent_states
+                    found.append(states[slot.index])
+            return found
+
+    return DecoderStep()
