@@ -48,6 +48,11 @@ class Decoder:
         self.one_token = list(shapes["input_ids"][1:2]) == [1]
         self.mask_column = list(shapes["attention_mask"][1:2]) == [1]  # the current token's mask only
         self.empty = empty_cache(session, [name for name, _ in self.cache])
+        # The axis each cache input grows along (attention keys and values); None for fixed-size states.
+        self.growing = {
+            name: next((i for i, d in enumerate(shapes[name]) if i > 0 and not isinstance(d, int)), None)
+            for name, _ in self.cache
+        }
         self.outputs = ["logits", *(out for _, out in self.cache)]
         self.mask = np.zeros((0, 0), dtype=np.int64)
         self.past: dict[str, Any] = {}
@@ -65,9 +70,43 @@ class Decoder:
             self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), dtype=np.int64)], axis=1)
         if not self.one_token:
             return self._run(input_ids)
+        if self.seen == 0 and not self.mask[:, : input_ids.shape[1]].all():
+            return self._prompt_by_row(input_ids)
         for column in range(input_ids.shape[1]):
             logits = self._run(np.ascontiguousarray(input_ids[:, column : column + 1]))
         return logits
+
+    def _prompt_by_row(self, input_ids: np.ndarray) -> np.ndarray:
+        """A left-padded prompt for a one-token (state-space) graph: each row's own tokens, then one batch.
+
+        Padding must not reach a row's recurrent state, as it does not in transformers' prompt
+        form; fed token by token it would. Each row runs alone without its padding; then the
+        states are stacked and the attention keys and values left-padded back to the prompt's
+        width, where the attention mask hides them.
+        """
+        import onnxruntime as ort
+
+        width, mask = input_ids.shape[1], self.mask
+        logits, pasts = [], []
+        for row in range(input_ids.shape[0]):
+            tokens = input_ids[row : row + 1, mask[row, :width] == 1]
+            self.mask, self.past, self.seen = np.ones_like(tokens), start_cache(self.empty, 1), 0
+            for column in range(tokens.shape[1]):
+                last = self._run(np.ascontiguousarray(tokens[:, column : column + 1]))
+            logits.append(last)
+            pasts.append({name: value.numpy() for name, value in self.past.items()})
+        self.mask, self.seen = mask, width
+        stacked = {}
+        for name, axis in self.growing.items():
+            parts = [past[name] for past in pasts]
+            if axis is not None:
+                parts = [
+                    np.pad(p, [(width - p.shape[axis], 0) if a == axis else (0, 0) for a in range(p.ndim)])
+                    for p in parts
+                ]
+            stacked[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=0)))
+        self.past = stacked
+        return np.concatenate(logits, axis=0)
 
     def _run(self, input_ids: np.ndarray) -> np.ndarray:
         import onnxruntime as ort
