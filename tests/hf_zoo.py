@@ -104,9 +104,17 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
             kwargs[name] = vocab - 1 - offset
         elif isinstance(value, list):
             kwargs[name] = [t if t < vocab else vocab - 1 - offset for t in value]
+    if getattr(default, "is_decoder", None) is False and model_type in _causal_lm_types():
+        kwargs["is_decoder"] = True  # encoders as causal LMs: transformers asks for is_decoder=True
     config = cls(**{**kwargs, **OVERRIDES.get(model_type, {}), **overrides})
     _special_tokens_in_vocabulary(config)
     return config
+
+
+def _causal_lm_types() -> set[str]:
+    from transformers.models.auto import modeling_auto
+
+    return set(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
 def _hashable(value: Any) -> Any:

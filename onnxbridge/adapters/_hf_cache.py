@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onnxbridge.adapters.pytorch import inference
-from onnxbridge.core._errors import ExportError
+from onnxbridge.core._errors import ExportError, ModelConfigError
 
 ATTENTION_KINDS = {"DynamicLayer", "DynamicSlidingWindowLayer"}
 LINEAR_KINDS = {
@@ -104,11 +104,16 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
         out = model(input_ids=ids, use_cache=True)
     cache = returned_cache(out)
     name = type(model).__name__
-    if cache is None:
-        raise ExportError(
-            f"{name} returned no cache with use_cache=True (its config is not set up as a decoder), so it has no "
-            f"cache to export. {WORKAROUND}"
+    if cache is None and getattr(model.config, "is_decoder", None) is False:
+        raise ModelConfigError(
+            f"{name}'s config has is_decoder=False, so the model attends both ways, keeps no cache, and "
+            "transformers' own generate() then sees only the newest token at each step (transformers warns: add "
+            "is_decoder=True). This is the model's configuration, not the export: build it with is_decoder=True "
+            f"(transformers.AutoModelForCausalLM.from_config(config) after config.is_decoder = True) to export it "
+            f"for generation. {WORKAROUND}"
         )
+    if cache is None:
+        raise ExportError(f"{name} returned no cache with use_cache=True, so it has no cache to export. {WORKAROUND}")
     if isinstance(cache, tuple) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in cache):
         pairs = [s for i, (key, value) in enumerate(cache) for s in _attention_slots(name, i, key, value)]
         return CacheLayout("legacy", tuple(pairs), cache[0][0].dtype)
