@@ -75,6 +75,13 @@ SMALL: dict[str, Any] = {
 # Types whose layer pattern is set by period and offset: one attention (or expert) layer in the two.
 OVERRIDES: dict[str, dict[str, Any]] = {
     "jamba": {"attn_layer_offset": 1, "attn_layer_period": 2, "expert_layer_offset": 1, "expert_layer_period": 2},
+    "bamba": {"attn_layer_indices": [1]},
+    "granitemoehybrid": {"layer_types": ["mamba", "attention"]},
+    "nemotron_h": {"layers_block_type": ["linear_attention", "full_attention", "moe"]},
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
+    "mamba2": {"head_dim": 32, "num_heads": 4, "n_groups": 1},
+    "falcon_h1": {"mamba_d_ssm": 128},
+    "deepseek_v2": {"num_experts_per_tok": 2, "n_group": 1, "topk_group": 1},
 }
 
 

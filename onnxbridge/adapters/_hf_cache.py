@@ -27,7 +27,7 @@ from typing import Any
 from onnxbridge.adapters.pytorch import inference
 from onnxbridge.core._errors import ExportError, ModelConfigError
 
-ATTENTION_KINDS = {"DynamicLayer", "DynamicSlidingWindowLayer"}
+ATTENTION_KINDS = {"DynamicLayer", "DynamicSlidingWindowLayer", "DummyLayer"}  # DummyLayer: a layer with no cache
 LINEAR_KINDS = {
     "LinearAttentionLayer",
     "LinearAttentionAndFullAttentionLayer",
