@@ -64,6 +64,50 @@ def test_routed_experts_graph_gathers_the_selected_experts_instead_of_running_al
     assert consumers <= {"Gather", "GatherND"}
 
 
+@functools.cache
+def recurrent(model_type: str):
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config(model_type)).eval()
+    return model, ob.export(model)
+
+
+@pytest.mark.parametrize("model_type", ["falcon_mamba", pytest.param("jamba", marks=pytest.mark.slow)])
+def test_state_space_and_hybrid_decoders_carry_their_states_and_generate_token_exact(model_type):
+    model, art = recurrent(model_type)
+    states = [name for name in art.input_names if name.endswith((".conv", ".recurrent"))]
+    assert states  # conv and recurrent states are named graph inputs...
+    assert all(name.replace("past_key_values", "present") in art.output_names for name in states)  # ...and outputs
+    assert all(art.dynamic_axes[name] == {0: "batch_size"} for name in states)  # fixed size past the batch
+    assert_generation(art.validate())
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (1, 4, 12), seed=6)  # one-token, short and long prompts, left-padded
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(model, ids, mask))
+
+
+def test_a_saved_state_space_decoder_loads_validates_and_generates(tmp_path):
+    _, art = recurrent("falcon_mamba")
+    art.save(tmp_path / "ssm.onnx")
+    loaded = ob.load(tmp_path / "ssm.onnx")
+    assert_generation(loaded.validate())  # the recorded tokens, replayed from the file
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (3, 6), seed=2)
+    np.testing.assert_array_equal(
+        loaded.generate(ids, mask, max_new_tokens=4), art.generate(ids, mask, max_new_tokens=4)
+    )
+
+
+def test_an_encoder_configured_without_is_decoder_is_refused_as_the_model_s_fault():
+    config = hf_zoo.tiny_config("bert", is_decoder=False)
+    model = transformers.BertLMHeadModel(config).eval()
+    with pytest.raises(ob.ModelConfigError, match="is_decoder=False") as caught:
+        ob.export(model)
+    assert "is_decoder=True" in str(caught.value)
+    config.is_decoder = True  # what the message says to do
+    decoder = transformers.BertLMHeadModel(config).eval()
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (2, 7), seed=3)
+    art = ob.export(decoder)
+    assert_generation(art.validate())
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(decoder, ids, mask))
+
+
 BASES = {
     "llama": lambda: transformers.LlamaModel(hf_zoo.tiny_config("llama")),
     "gpt2": lambda: transformers.GPT2Model(hf_zoo.tiny_config("gpt2")),
@@ -128,3 +172,27 @@ def test_an_eos_id_outside_the_vocabulary_is_named_as_the_model_s_fault():
     model.generation_config.eos_token_id = model.config.eos_token_id = 2  # what the message says to do
     model.generation_config.bos_token_id = model.config.bos_token_id = 1
     assert_generation(ob.export(model).validate())
+
+
+def test_an_indexed_cache_exports_its_indexer_keys_and_generates_token_exact():
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config("deepseek_v32")).eval()
+    art = ob.export(model)
+    assert "past_key_values.0.indexer" in art.input_names
+    assert art.dynamic_axes["past_key_values.0.indexer"] == {0: "batch_size", 1: "past_sequence_length"}
+    assert_generation(art.validate())
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (1, 10), seed=4)
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(model, ids, mask))
+
+
+def test_a_per_model_cache_is_refused_naming_its_class_and_the_workaround_works():
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config("minimax")).eval()
+    with pytest.raises(ob.ExportError, match="MiniMaxCache") as caught:
+        ob.export(model)
+    assert "task='feature-extraction'" in str(caught.value)
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (3, 8), seed=1)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    art = ob.export(model, {"input_ids": ids, "attention_mask": mask}, axes, task="feature-extraction")
+    assert art.output_names == ["logits"]
+    assert_parity(art.validate(), cases=2)

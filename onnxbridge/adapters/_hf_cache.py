@@ -8,6 +8,8 @@ cache layer                parts                                        shape (a
 =========================  ===========================================  ==============================
 attention (``DynamicLayer``,  ``key``, ``value``                        heads x ``past_sequence_length``
 sliding window)                                                          x head size (grows each step)
+indexed attention          ``key``, ``value``, ``indexer``              as attention; ``indexer``: ``past_sequence_length``
+(``DynamicIndexedLayer``)                                               x indexer head size
 state space / linear       ``conv`` (and ``conv.{k}``), ``recurrent``   fixed: the layer's conv window and
 attention (``LinearAttention``)  (and ``recurrent.{k}``)                 recurrent state (replaced each step)
 hybrid layers              both of the above                            as above
@@ -27,7 +29,8 @@ from typing import Any
 from onnxbridge.adapters.pytorch import inference
 from onnxbridge.core._errors import ExportError, ModelConfigError
 
-ATTENTION_KINDS = {"DynamicLayer", "DynamicSlidingWindowLayer", "DummyLayer"}  # DummyLayer: a layer with no cache
+# DummyLayer: a layer with no cache; DynamicIndexedLayer: attention with an indexer's keys (sparse attention)
+ATTENTION_KINDS = {"DynamicLayer", "DynamicSlidingWindowLayer", "DummyLayer", "DynamicIndexedLayer"}
 LINEAR_KINDS = {
     "LinearAttentionLayer",
     "LinearAttentionAndFullAttentionLayer",
@@ -45,15 +48,16 @@ class Slot:
     """One tensor of the cache: a layer's key or value, or one of its conv or recurrent states."""
 
     layer: int
-    part: str  # "key", "value", "conv", "recurrent"
-    index: int  # the layer's state index for conv/recurrent parts; 0 for key/value
-    shape: tuple[int, ...]  # without the batch axis; key/value: (heads, past, head size)
+    part: str  # "key", "value", "indexer", "conv", "recurrent"
+    index: int  # the layer's state index for conv/recurrent parts; 0 otherwise
+    shape: tuple[int, ...]  # without the batch axis, 0 where the past's length goes
     kernel: int | None = None  # a conv state's kernel size
+    axis: int | None = None  # the axis (batch first) that grows by the new tokens; None: fixed size
 
     @property
     def grows(self) -> bool:
-        """Key and value grow by the new tokens each step; states keep their shape."""
-        return self.part in ("key", "value")
+        """Keys, values and indexer keys grow by the new tokens each step; states keep their shape."""
+        return self.axis is not None
 
     @property
     def suffix(self) -> str:
@@ -144,6 +148,13 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
         if isinstance(keys, torch.Tensor) and keys.numel():
             slots.extend(_attention_slots(name, i, keys, layer.values))
             dtype = dtype or keys.dtype
+        indexer = getattr(layer, "indexer_keys", None)
+        if isinstance(indexer, torch.Tensor) and indexer.numel():
+            if getattr(layer, "indexer_position_ids", None) is not None:
+                raise ExportError(
+                    f"{name} keeps indexer position ids in its cache, which onnxbridge does not flatten yet. {WORKAROUND}"
+                )
+            slots.append(Slot(i, "indexer", 0, (0, int(indexer.shape[2])), axis=1))
     windows = [int(layer.sliding_window) for layer in cache.layers if hasattr(layer, "sliding_window")]
     layout = CacheLayout("dynamic", tuple(slots), dtype, min(windows) if windows else None)
     if not layout.recurrent:
@@ -164,8 +175,8 @@ def _attention_slots(name: str, layer: int, key: Any, value: Any) -> list[Slot]:
     if key.dim() != 4 or value.dim() != 4:
         raise ExportError(f"{name}'s cache tensors have shapes {tuple(key.shape)}; expected 4-D per layer.")
     return [
-        Slot(layer, "key", 0, (int(key.shape[1]), 0, int(key.shape[3]))),
-        Slot(layer, "value", 0, (int(value.shape[1]), 0, int(value.shape[3]))),
+        Slot(layer, "key", 0, (int(key.shape[1]), 0, int(key.shape[3])), axis=2),
+        Slot(layer, "value", 0, (int(value.shape[1]), 0, int(value.shape[3])), axis=2),
     ]
 
 
@@ -220,6 +231,10 @@ def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, 
                         layer.cumulative_length_linear = torch.full((), length, dtype=torch.long)
             for index in sorted(pairs):
                 cache.update(pairs[index]["key"], pairs[index]["value"], index)
+                if "indexer" in pairs[index]:  # after update: the layer is initialised
+                    layer = cache.layers[index]
+                    layer.lazy_initialization_indexer(pairs[index]["indexer"])
+                    layer.indexer_keys = pairs[index]["indexer"]
             return cache
 
         def _flat(self, present: Any) -> list[Any]:
@@ -229,7 +244,11 @@ def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, 
             for slot in slots:
                 layer = present.layers[slot.layer]
                 if slot.grows:
-                    found.append(layer.keys if slot.part == "key" else layer.values)
+                    found.append(
+                        {"key": layer.keys, "value": layer.values, "indexer": getattr(layer, "indexer_keys", None)}[
+                            slot.part
+                        ]
+                    )
                 else:
                     states = layer.conv_states if slot.part == "conv" else layer.recurrent_states
                     found.append(states[slot.index])

@@ -188,14 +188,17 @@ def _sample(torch: Any, model: Any, layout: _hf_cache.CacheLayout, position_ids:
     if position_ids:
         tensors.append(torch.arange(past, past + new).expand(batch, new).contiguous())
     for slot in layout.slots:
-        shape = (slot.shape[0], past, slot.shape[2]) if slot.grows else slot.shape
+        shape = tuple(past if slot.grows and axis == slot.axis else size for axis, size in enumerate(slot.shape, 1))
         tensors.append(torch.randn((batch, *shape), generator=generator).to(layout.dtype))
     return tensors
 
 
 def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) -> DynamicAxes:
     growing = {
-        f"{prefix}.{slot.suffix}" for slot in layout.slots if slot.grows for prefix in ("past_key_values", "present")
+        f"{prefix}.{slot.suffix}": slot.axis
+        for slot in layout.slots
+        if slot.axis is not None
+        for prefix in ("past_key_values", "present")
     }
     axes: DynamicAxes = {}
     for name in inputs:
@@ -204,9 +207,9 @@ def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) 
         elif name == "attention_mask":
             axes[name] = {0: BATCH, 1: PAST_AND_ONE if layout.recurrent else TOTAL} if layout.step_mask else {0: BATCH}
         else:
-            axes[name] = {0: BATCH, 2: PAST} if name in growing else {0: BATCH}
+            axes[name] = {0: BATCH, growing[name]: PAST} if name in growing else {0: BATCH}
     for name in outputs:
-        axes[name] = {0: BATCH, 2: TOTAL} if name in growing else {0: BATCH}
+        axes[name] = {0: BATCH, growing[name]: TOTAL} if name in growing else {0: BATCH}
     return axes
 
 
