@@ -5,15 +5,16 @@ is built from its default config shrunk by ``tests/hf_zoo.py`` (random weights, 
 downloaded), in a process of its own with a time limit, and goes through:
 
 1. **transformers itself**: ``model.generate(do_sample=False)`` of 8 tokens from two left-padded
-   prompts (seq2seq: from two encoder inputs). A type transformers cannot build or generate
-   with is counted apart: it is not onnxbridge's to export.
+   prompts (seq2seq: from two encoder inputs). A type whose shrunk config does not build or
+   generate in transformers is counted apart (``not-built``, with transformers' error): the
+   shrinking, or transformers, failed before onnxbridge had anything to export.
 2. **onnxbridge**: ``ob.export(model)`` (the model's default ``use_cache`` and generation
    config), ``art.validate()``, then ``art.generate(...)`` compared token for token with step 1.
 
 Outcomes: ``ok`` (validated and token-exact), ``validate-fail`` (validation caught a
 difference), ``silent-wrong`` (validation passed, tokens differ: the outcome that must never
 happen), ``refused`` (a typed ``OnnxBridgeError`` naming its cause), ``crash`` (any other
-exception, or the time limit), ``transformers-cannot`` (step 1 failed).
+exception, or the time limit), ``not-built`` (step 1 failed).
 
 ``python scripts/transformers_census.py`` prints the table; ``--write`` also replaces it in
 docs/transformers.md; ``--types a,b`` runs some types only; ``--jobs N`` runs N at once.
@@ -37,7 +38,7 @@ DOCS = ROOT / "docs" / "transformers.md"
 START, END = "<!-- census:start -->", "<!-- census:end -->"
 STEPS = 8
 TIMEOUT = 420
-OUTCOMES = ("ok", "validate-fail", "silent-wrong", "refused", "crash", "transformers-cannot")
+OUTCOMES = ("ok", "validate-fail", "silent-wrong", "refused", "crash", "not-built")
 
 
 def types() -> list[tuple[str, str]]:
@@ -90,7 +91,7 @@ def one(kind: str, model_type: str) -> dict[str, Any]:
                     num_beams=1,
                 ).numpy()
     except Exception as err:  # noqa: BLE001 - the reason is the result
-        row.update(outcome="transformers-cannot", detail=f"{type(err).__name__}: {_line(err)}")
+        row.update(outcome="not-built", detail=f"{type(err).__name__}: {_line(err)}")
         return row
     try:
         art = ob.export(model)
@@ -153,13 +154,18 @@ def table(rows: list[dict[str, Any]]) -> str:
     """Totals, the target, and one line per type that is not ok."""
     import transformers
 
+    for row in rows:  # the name of this outcome before 2026-12-03
+        row["outcome"] = "not-built" if row["outcome"] == "transformers-cannot" else row["outcome"]
     counts = collections.Counter(row["outcome"] for row in rows)
-    buildable = [row for row in rows if row["outcome"] != "transformers-cannot"]
+    buildable = [row for row in rows if row["outcome"] != "not-built"]
     ok = counts["ok"]
     share = ok / len(buildable) if buildable else 0.0
     every = len(types())
     partial = (
-        [f"**Partial run: {len(rows)} of the {every} types, alphabetically from the start of the causal-LM mapping.**", ""]
+        [
+            f"**Partial run: {len(rows)} of the {every} types, alphabetically from the start of the causal-LM mapping.**",
+            "",
+        ]
         if len(rows) < every
         else []
     )
@@ -173,7 +179,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---|---|",
         *(f"| {outcome} | {counts[outcome]} |" for outcome in OUTCOMES),
         "",
-        f"**{ok} of {len(buildable)} types transformers builds and generates with ({share:.1%}) export, validate and "
+        f"**{ok} of the {len(buildable)} types built and generating in transformers ({share:.1%}) export, validate and "
         f"generate token-exact; {counts['silent-wrong']} silent wrong tokens; {counts['crash']} crashes.**",
         "",
         "| type | mapping | outcome | cause |",

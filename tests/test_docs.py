@@ -18,7 +18,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
-SLOW_PAGES = {"text-generation.md", "quantization.md"}  # they export decoders and quantize real models
+SLOW_PAGES = {"text-generation.md", "quantization.md", "transformers.md"}  # they export decoders, quantize
 
 
 @pytest.mark.parametrize(
