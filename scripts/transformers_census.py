@@ -73,23 +73,14 @@ def one(kind: str, model_type: str) -> dict[str, Any]:
         row["class"] = type(model).__name__
         vocab = int(config.get_text_config().vocab_size)
         ids, mask = hf_zoo.prompts(vocab)
-        with torch.no_grad():
-            if kind == "causal-lm":
-                want = model.generate(
-                    input_ids=torch.from_numpy(ids),
-                    attention_mask=torch.from_numpy(mask),
-                    max_new_tokens=STEPS,
-                    do_sample=False,
-                    num_beams=1,
-                ).numpy()
-            else:
-                want = model.generate(
-                    input_ids=torch.from_numpy(ids),
-                    attention_mask=torch.from_numpy(mask),
-                    max_new_tokens=STEPS,
-                    do_sample=False,
-                    num_beams=1,
-                ).numpy()
+        with torch.no_grad():  # seq2seq: the prompts are the encoder's input
+            want = model.generate(
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                max_new_tokens=STEPS,
+                do_sample=False,
+                num_beams=1,
+            ).numpy()
     except Exception as err:  # noqa: BLE001 - the reason is the result
         row.update(outcome="not-built", detail=f"{type(err).__name__}: {_line(err)}")
         return row
@@ -107,10 +98,7 @@ def one(kind: str, model_type: str) -> dict[str, Any]:
         row.update(outcome="crash", detail=f"{type(err).__name__}: {_line(err)}")
         return row
     try:
-        if kind == "causal-lm":
-            got = art.generate(ids, mask, max_new_tokens=STEPS, num_beams=1, do_sample=False)
-        else:
-            got = art.generate(ids, mask, max_new_tokens=STEPS, num_beams=1, do_sample=False)
+        got = art.generate(ids, mask, max_new_tokens=STEPS, num_beams=1, do_sample=False)
     except ob.OnnxBridgeError as err:
         row.update(outcome="refused", detail=f"generate: {type(err).__name__}: {_line(err)}")
         return row
