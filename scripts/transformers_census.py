@@ -38,6 +38,7 @@ DOCS = ROOT / "docs" / "transformers.md"
 START, END = "<!-- census:start -->", "<!-- census:end -->"
 STEPS = 8
 TIMEOUT = 420
+BUILT = "built in transformers"
 OUTCOMES = ("ok", "validate-fail", "silent-wrong", "refused", "crash", "not-built")
 
 
@@ -84,6 +85,7 @@ def one(kind: str, model_type: str) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - the reason is the result
         row.update(outcome="not-built", detail=f"{type(err).__name__}: {_line(err)}")
         return row
+    print(BUILT, flush=True)  # tells the parent a death after this is onnxbridge's, not the build's
     try:
         art = ob.export(model)
         row["export_s"] = round(time.perf_counter() - started, 1)
@@ -127,12 +129,15 @@ def run(kind: str, model_type: str) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        return {"mapping": kind, "type": model_type, "outcome": "crash", "detail": f"over {TIMEOUT} s"}
+    except subprocess.TimeoutExpired as late:
+        output = late.stdout.decode() if isinstance(late.stdout, bytes) else (late.stdout or "")
+        outcome = "crash" if BUILT in output else "not-built"
+        return {"mapping": kind, "type": model_type, "outcome": outcome, "detail": f"over {TIMEOUT} s"}
     rows = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not rows:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"mapping": kind, "type": model_type, "outcome": "crash", "detail": f"process died: {tail[:200]}"}
+        tail = (done.stderr.strip().splitlines() or [f"no output, exit code {done.returncode}"])[-1]
+        outcome = "crash" if BUILT in done.stdout else "not-built"  # killed while building (memory) is not ours
+        return {"mapping": kind, "type": model_type, "outcome": outcome, "detail": f"process died: {tail[:200]}"}
     row = json.loads(rows[-1])
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
