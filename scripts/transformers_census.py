@@ -39,6 +39,53 @@ START, END = "<!-- census:start -->", "<!-- census:end -->"
 STEPS = 8
 TIMEOUT = 420
 BUILT = "built in transformers"
+# Types among these mappings that Optimum's ONNX exporter lists (optimum-onnx's docs, main branch,
+# docs/source/onnx/overview.mdx); its newest release on PyPI (0.1.0) requires transformers < 4.58.
+OPTIMUM = frozenset(
+    [
+        "arcee",
+        "bart",
+        "blenderbot",
+        "blenderbot-small",
+        "bloom",
+        "codegen",
+        "cohere",
+        "deepseek_v3",
+        "falcon",
+        "gemma",
+        "gemma2",
+        "glm",
+        "gpt2",
+        "gpt_bigcode",
+        "gptj",
+        "gpt_neo",
+        "gpt_neox",
+        "granite",
+        "helium",
+        "llama",
+        "longt5",
+        "m2m_100",
+        "marian",
+        "mbart",
+        "mistral",
+        "mt5",
+        "nemotron",
+        "olmo",
+        "olmo2",
+        "opt",
+        "pegasus",
+        "phi",
+        "phi3",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+        "smollm3",
+        "stablelm",
+        "t5",
+        "whisper",
+        "speech_to_text",
+    ]
+)
 OUTCOMES = ("ok", "validate-fail", "silent-wrong", "refused", "crash", "not-built")
 
 
@@ -182,8 +229,18 @@ def table(rows: list[dict[str, Any]]) -> str:
         if row["outcome"] != "ok":
             detail = str(row.get("detail", "")).replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {row['type']} | {row['mapping']} | {row['outcome']} | {detail} |")
-    working = sorted(row["type"] for row in rows if row["outcome"] == "ok")
-    lines += ["", f"Token-exact ({len(working)}): " + ", ".join(f"`{t}`" for t in working) + "."]
+    working = sorted({row["type"] for row in rows if row["outcome"] == "ok"})
+    listed = sorted({row["type"] for row in rows} & OPTIMUM)
+    both = [t for t in listed if t in working]
+    lines += [
+        "",
+        f"Token-exact ({len(working)}): " + ", ".join(f"`{t}`" for t in working) + ".",
+        "",
+        f"Beside Optimum: its ONNX exporter lists {len(listed)} of these types (optimum-onnx's docs, main branch; its "
+        f"newest PyPI release, 0.1.0, requires transformers < 4.58). onnxbridge is token-exact on {len(both)} of them"
+        + (f" (not on {', '.join(f'`{t}`' for t in listed if t not in working)})" if len(both) < len(listed) else "")
+        + f", and on {len(set(working) - OPTIMUM)} types Optimum does not list.",
+    ]
     return "\n".join(lines)
 
 

@@ -90,9 +90,23 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    default = cls()
+    kwargs = _shrunk(cls, cls())
+    if getattr(cls(), "is_decoder", None) is False and model_type in _causal_lm_types():
+        kwargs["is_decoder"] = True  # encoders as causal LMs: transformers asks for is_decoder=True
+    config = cls(**{**kwargs, **OVERRIDES.get(model_type, {}), **overrides})
+    _special_tokens_in_vocabulary(config)
+    return config
+
+
+def _shrunk(cls: Any, default: Any) -> dict[str, Any]:
+    """Keyword arguments that rebuild ``default`` small; sub-configs (text, vision, audio) shrunk the same way."""
+    from transformers import PretrainedConfig
+
     layers = getattr(default, "num_hidden_layers", None)
     kwargs: dict[str, Any] = {}
+    for name, value in vars(default).items():
+        if isinstance(value, PretrainedConfig) and not name.startswith("_"):
+            kwargs[name] = type(value)(**_shrunk(type(value), value))
     for name, value in SMALL.items():
         derived = isinstance(getattr(cls, name, None), property)  # computed from other sizes (Falcon's head_dim)
         if getattr(default, name, None) is not None and not derived:
@@ -111,11 +125,7 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
             kwargs[name] = vocab - 1 - offset
         elif isinstance(value, list):
             kwargs[name] = [t if t < vocab else vocab - 1 - offset for t in value]
-    if getattr(default, "is_decoder", None) is False and model_type in _causal_lm_types():
-        kwargs["is_decoder"] = True  # encoders as causal LMs: transformers asks for is_decoder=True
-    config = cls(**{**kwargs, **OVERRIDES.get(model_type, {}), **overrides})
-    _special_tokens_in_vocabulary(config)
-    return config
+    return kwargs
 
 
 def _causal_lm_types() -> set[str]:
