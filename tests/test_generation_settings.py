@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import onnxbridge as ob
 from onnxbridge.generation._spec import ModelSettings
@@ -171,3 +173,33 @@ def test_sampling_defaults_come_from_the_model_s_generation_config():
     assert changed.generation.settings.do_sample is True
     ids, mask = left_padded((4, 9), seed=3)
     np.testing.assert_array_equal(changed.generate(ids, mask, max_new_tokens=STEPS, seed=3), _greedy(model, ids, mask))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    temperature=st.floats(0.3, 2.0),
+    top_k=st.one_of(st.none(), st.integers(1, 40)),
+    top_p=st.one_of(st.none(), st.floats(0.05, 1.0)),
+    penalty=st.floats(0.5, 3.0),
+    seed=st.integers(0, 2**16),
+)
+def test_sampled_tokens_are_drawn_from_the_distribution_transformers_draws_from(
+    temperature, top_k, top_p, penalty, seed
+):
+    """Draws use numpy's generator (reproducible by seed), so they are compared as distributions."""
+    from onnxbridge.generation import _decoding, _processing
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(2, 50)).astype(np.float32) * 3
+    sequences = rng.integers(0, 50, size=(2, 6))
+    rules = ModelSettings(repetition_penalty=penalty)
+    context = _processing.Context(4, 12, None, ())
+    ours = _decoding.probabilities(_processing.process(logits, sequences, rules, context), temperature, top_k, top_p)
+    processors = transformers.LogitsProcessorList(
+        [transformers.RepetitionPenaltyLogitsProcessor(penalty), transformers.TemperatureLogitsWarper(temperature)]
+        + ([transformers.TopKLogitsWarper(top_k)] if top_k else [])
+        + ([transformers.TopPLogitsWarper(top_p)] if top_p is not None and top_p < 1 else [])
+    )
+    scores = processors(torch.from_numpy(sequences), torch.from_numpy(logits.copy()))
+    want = torch.softmax(scores.double(), dim=-1).numpy()
+    np.testing.assert_allclose(ours, want, atol=1e-6)

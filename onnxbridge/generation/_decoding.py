@@ -387,7 +387,14 @@ def _ids(value: int | Sequence[int]) -> tuple[int, ...]:
 def _sample(
     logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None, top_p: float | None
 ) -> np.ndarray:
-    """Temperature, then top-k, then top-p, then a draw: transformers' order."""
+    """A draw from :func:`probabilities` (numpy's generator, not torch's: reproducible by seed, not by torch's)."""
+    probs = probabilities(logits, temperature, top_k, top_p)
+    draws = rng.random((probs.shape[0], 1))
+    return np.minimum((np.cumsum(probs, axis=-1) < draws).sum(axis=-1), probs.shape[-1] - 1)
+
+
+def probabilities(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
+    """What a sampled token is drawn from: temperature, then top-k, then top-p, then softmax (transformers' order)."""
     scores = logits.astype(np.float64) / temperature
     if top_k is not None and top_k < scores.shape[-1]:
         kth = np.partition(scores, -top_k, axis=-1)[:, -top_k][:, None]
@@ -401,9 +408,7 @@ def _sample(
         removed = np.zeros_like(drop)
         np.put_along_axis(removed, order, drop, axis=-1)
         scores = np.where(removed, -np.inf, scores)
-    probs = _softmax(scores)
-    draws = rng.random((scores.shape[0], 1))
-    return np.minimum((np.cumsum(probs, axis=-1) < draws).sum(axis=-1), scores.shape[-1] - 1)
+    return _softmax(scores)
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
