@@ -247,3 +247,18 @@ def test_a_variant_the_source_model_refuses_is_skipped_not_failed():
     assert report.skipped[0].startswith("[time=1]: the source model itself refuses these sizes")
     assert "time=18" in {c.case for c in report.comparisons}  # the grown variant is still compared
     assert "skipped [time=1]" in str(report)
+
+
+def test_a_tiny_epsilon_survives_the_exporter_s_graph_optimizer():
+    """onnxscript's optimizer drops ``x + c`` for ``|c| <= 1e-8``: an RMSNorm would divide a zero row by zero."""
+
+    class RMSNorm(torch.nn.Module):
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-8)
+
+    rows = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -2.0, 3.0, 0.5]])
+    art = ob.export(RMSNorm(), rows, dynamic_axes={"input": {0: "batch"}})
+    assert "Add" in {node.op_type for node in art.model.graph.node}
+    got = art.session().run({"input": rows.numpy()})
+    assert np.isfinite(next(iter(got.values()))).all()
+    assert_parity(art.validate(), cases=2)

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from onnxbridge.adapters import _hf_cache
-from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
+from onnxbridge.adapters.pytorch import (
+    captured_warnings,
+    choose_opset,
+    exact_constant_rules,
+    inference,
+    summary,
+    to_numpy,
+)
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._errors import ExportError, InputError, ModelConfigError
 from onnxbridge.core._types import Feeds
@@ -147,7 +154,13 @@ def export_graph(
     shapes = tuple({axis: dims[dim] for axis, dim in axes[name].items()} for name in names)
     try:
         experts = exportable_experts(model) if model is not None else contextlib.nullcontext()
-        with inference(module), captured_warnings(notes, "dynamo"), transformers_patches(), experts as switched:
+        with (
+            inference(module),
+            captured_warnings(notes, "dynamo"),
+            exact_constant_rules(),
+            transformers_patches(),
+            experts as switched,
+        ):
             program = torch.onnx.export(
                 module,
                 tuple(values),
