@@ -139,9 +139,23 @@ def _hashable(value: Any) -> Any:
 
 
 def _special_tokens_in_vocabulary(config: Any) -> None:
-    """Default special ids of full-size vocabularies (GPT-2's 50256, ...) moved inside the small one."""
-    text = config.get_text_config()
+    """Default special ids of full-size vocabularies (GPT-2's 50256, ...) moved inside the small one.
+
+    Suppressed-token lists keep only ids inside it; an encoder-decoder without a decoder start
+    token starts from its pad token, as T5's checkpoints do.
+    """
+    try:
+        text = config.get_text_config()
+    except ValueError:  # several text configs (MusicGen): the top-level one is the generating one
+        text = config
     vocab = int(getattr(text, "vocab_size", VOCAB) or VOCAB)
+    for name in ("suppress_tokens", "begin_suppress_tokens"):
+        value = getattr(config, name, None)
+        if isinstance(value, list):
+            setattr(config, name, [t for t in value if t < vocab] or None)
+    if getattr(config, "is_encoder_decoder", False) and getattr(config, "decoder_start_token_id", None) is None:
+        start = getattr(config, "pad_token_id", None)
+        config.decoder_start_token_id = start if isinstance(start, int) and start < vocab else 0
     for offset, name in enumerate(("eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id")):
         for holder in {id(config): config, id(text): text}.values():
             value = getattr(holder, name, None)

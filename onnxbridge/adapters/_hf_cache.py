@@ -68,7 +68,7 @@ class Slot:
 class CacheLayout:
     """How a model hands its cache over: the container, every tensor in it, and how a step is called."""
 
-    kind: str  # "dynamic" (DynamicCache) or "legacy" (tuple of (key, value) per layer)
+    kind: str  # "dynamic" (DynamicCache), "legacy" (tuples), "self-attention" (an EncoderDecoderCache's own part)
     slots: tuple[Slot, ...]
     dtype: Any
     window: int | None = None  # the smallest sliding attention window, if any layer has one
@@ -121,12 +121,34 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
     if isinstance(cache, tuple) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in cache):
         pairs = [s for i, (key, value) in enumerate(cache) for s in _attention_slots(name, i, key, value)]
         return CacheLayout("legacy", tuple(pairs), cache[0][0].dtype)
+    if type(cache) is transformers.EncoderDecoderCache and not cache.cross_attention_cache.layers:
+        # Encoders built as decoders (is_decoder=True) hand an EncoderDecoderCache with no cross-attention part.
+        own = probe_layers(torch, model, cache.self_attention_cache)
+        return CacheLayout("self-attention", own.slots, own.dtype, own.window)
     if type(cache) is not transformers.DynamicCache:
         raise ExportError(
             f"{name} returns its cache as {type(cache).__module__}.{type(cache).__qualname__}, which onnxbridge does "
             f"not know how to flatten into past_key_values/present tensors (DynamicCache and the legacy tuple form "
             f"are supported). {WORKAROUND}"
         )
+    layout = probe_layers(torch, model, cache)
+    if not layout.recurrent:
+        return layout
+    # What transformers' own generate() passes to a one-token step (state-space models such as
+    # Falcon-Mamba drop the attention mask after the prompt).
+    step = model.prepare_inputs_for_generation(
+        torch.zeros((1, 3), dtype=torch.long),
+        attention_mask=torch.ones((1, 3), dtype=torch.long),
+        use_cache=True,
+        is_first_iteration=False,
+        **{cache_keyword(model): cache},
+    )
+    return CacheLayout("dynamic", layout.slots, layout.dtype, layout.window, step.get("attention_mask") is not None)
+
+
+def probe_layers(torch: Any, model: Any, cache: Any) -> CacheLayout:
+    """The slots of a ``DynamicCache``'s layers; refuse layer kinds we cannot flatten."""
+    name = type(model).__name__
     kinds = {type(layer).__name__ for layer in cache.layers}
     if not kinds <= ATTENTION_KINDS | LINEAR_KINDS:
         raise ExportError(
@@ -156,19 +178,7 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
                 )
             slots.append(Slot(i, "indexer", 0, (0, int(indexer.shape[2])), axis=1))
     windows = [int(layer.sliding_window) for layer in cache.layers if hasattr(layer, "sliding_window")]
-    layout = CacheLayout("dynamic", tuple(slots), dtype, min(windows) if windows else None)
-    if not layout.recurrent:
-        return layout
-    # What transformers' own generate() passes to a one-token step (state-space models such as
-    # Falcon-Mamba drop the attention mask after the prompt).
-    step = model.prepare_inputs_for_generation(
-        torch.zeros((1, 3), dtype=torch.long),
-        attention_mask=torch.ones((1, 3), dtype=torch.long),
-        use_cache=True,
-        is_first_iteration=False,
-        **{cache_keyword(model): cache},
-    )
-    return CacheLayout("dynamic", tuple(slots), dtype, layout.window, step.get("attention_mask") is not None)
+    return CacheLayout("dynamic", tuple(slots), dtype, min(windows) if windows else None)
 
 
 def _attention_slots(name: str, layer: int, key: Any, value: Any) -> list[Slot]:
@@ -235,11 +245,15 @@ def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, 
                     layer = cache.layers[index]
                     layer.lazy_initialization_indexer(pairs[index]["indexer"])
                     layer.indexer_keys = pairs[index]["indexer"]
+            if layout.kind == "self-attention":
+                return transformers.EncoderDecoderCache(cache, transformers.DynamicCache())
             return cache
 
         def _flat(self, present: Any) -> list[Any]:
             if layout.kind == "legacy":
                 return [t for pair in present for t in pair]
+            if layout.kind == "self-attention":
+                present = present.self_attention_cache
             found = []
             for slot in slots:
                 layer = present.layers[slot.layer]

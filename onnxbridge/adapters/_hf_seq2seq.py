@@ -170,7 +170,8 @@ def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int
         def forward(self, *inputs: Any) -> tuple[Any, ...]:
             main, mask = inputs[0], (inputs[1] if len(inputs) > 1 else None)
             kwargs = {model.main_input_name: main, **({"attention_mask": mask} if mask is not None else {})}
-            hidden = self.model.get_encoder()(**kwargs).last_hidden_state
+            encoded = self.model.get_encoder()(**kwargs)
+            hidden = encoded[0] if isinstance(encoded, tuple) else encoded.last_hidden_state  # return_dict=False
             first = torch.full((main.shape[0], 1), start, dtype=torch.long)
             out = self.model(
                 encoder_outputs=(hidden,),

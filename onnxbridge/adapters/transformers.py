@@ -78,6 +78,11 @@ class TransformersAdapter:
                 f"(e.g. AutoModelForCausalLM for text-generation)."
             )
         notes: list[str] = []
+        if task == "text2text-generation" and not model.config.is_encoder_decoder:
+            # Listed among seq2seq models but one decoder (speech and audio LLMs with their own encoders):
+            # its text generation is the decoder's, with the cache.
+            notes.append("text2text-generation on a decoder-only model: exported as text-generation (the decoder)")
+            task = "text-generation"
         generating = task == "text-generation" or (task in ENCODER_DECODER_TASKS and model.config.is_encoder_decoder)
         given = [k for k in ("dynamic_axes", "input_names", "output_names") if getattr(request, k) is not None]
         if generating and given:
