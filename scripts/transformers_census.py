@@ -259,7 +259,11 @@ def main() -> None:
     parser.add_argument("--types", help="comma-separated model types (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="types run at once (default 2)")
     parser.add_argument("--results", default=str(ROOT / "build" / "census.jsonl"), help="rows, one JSON per line")
-    parser.add_argument("--from-results", help="render the table from a results file instead of running")
+    parser.add_argument(
+        "--from-results",
+        help="render the table from results files instead of running (comma-separated; a later file's row for a "
+        "type replaces an earlier one's, so a run of some types updates a full one)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -267,7 +271,13 @@ def main() -> None:
         print(json.dumps(one(kind, model_type)), flush=True)
         return
     if args.from_results:
-        text = table([json.loads(line) for line in Path(args.from_results).read_text().splitlines() if line])
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for path in args.from_results.split(","):
+            for line in Path(path).read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    merged[(row["mapping"], row["type"])] = row
+        text = table(list(merged.values()))
         print(text)
         if args.write:
             write(text)

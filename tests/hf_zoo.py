@@ -109,7 +109,7 @@ def _shrunk(cls: Any, default: Any) -> dict[str, Any]:
             kwargs[name] = type(value)(**_shrunk(type(value), value))
     for name, value in SMALL.items():
         derived = isinstance(getattr(cls, name, None), property)  # computed from other sizes (Falcon's head_dim)
-        if getattr(default, name, None) is not None and not derived:
+        if _attribute(default, name) is not None and not derived:
             kwargs[name] = value
     if "kv_lora_rank" in kwargs and "num_key_value_heads" in kwargs:  # multi-latent attention: no grouped heads
         kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
@@ -118,9 +118,9 @@ def _shrunk(cls: Any, default: Any) -> dict[str, Any]:
             kinds = list(dict.fromkeys(map(_hashable, value)))
             picked = [value[[_hashable(v) for v in value].index(kind)] for kind in kinds][:LAYERS]
             kwargs[name] = picked + [value[0]] * (LAYERS - len(picked))
-    vocab = kwargs.get("vocab_size", getattr(default, "vocab_size", VOCAB)) or VOCAB
+    vocab = kwargs.get("vocab_size", _attribute(default, "vocab_size")) or VOCAB
     for offset, name in enumerate(("eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id")):
-        value = getattr(default, name, None)
+        value = _attribute(default, name)
         if isinstance(value, int) and value >= vocab:
             kwargs[name] = vocab - 1 - offset
         elif isinstance(value, list):
@@ -132,6 +132,14 @@ def _causal_lm_types() -> set[str]:
     from transformers.models.auto import modeling_auto
 
     return set(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def _attribute(config: Any, name: str) -> Any:
+    """``getattr`` that reads per-layer attributes (Gemma 4's, which raise on a global read) as absent."""
+    try:
+        return getattr(config, name, None)
+    except Exception:  # noqa: BLE001 - transformers' AmbiguousGlobalPerLayerAttributeError and kin
+        return None
 
 
 def _hashable(value: Any) -> Any:

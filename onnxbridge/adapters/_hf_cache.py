@@ -121,7 +121,10 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
     if isinstance(cache, tuple) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in cache):
         pairs = [s for i, (key, value) in enumerate(cache) for s in _attention_slots(name, i, key, value)]
         return CacheLayout("legacy", tuple(pairs), cache[0][0].dtype)
-    if type(cache) is transformers.EncoderDecoderCache and not cache.cross_attention_cache.layers:
+    if type(cache) is transformers.EncoderDecoderCache and not any(
+        isinstance(getattr(layer, "keys", None), torch.Tensor) and layer.keys.numel()
+        for layer in cache.cross_attention_cache.layers
+    ):
         # Encoders built as decoders (is_decoder=True) hand an EncoderDecoderCache with no cross-attention part.
         own = probe_layers(torch, model, cache.self_attention_cache)
         return CacheLayout("self-attention", own.slots, own.dtype, own.window)
