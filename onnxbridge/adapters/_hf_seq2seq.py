@@ -174,7 +174,7 @@ def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int
             hidden = encoded[0] if isinstance(encoded, tuple) else encoded.last_hidden_state  # return_dict=False
             first = torch.full((main.shape[0], 1), start, dtype=torch.long)
             out = self.model(
-                encoder_outputs=(hidden,),
+                encoder_outputs=transformers.modeling_outputs.BaseModelOutput(last_hidden_state=hidden),
                 decoder_input_ids=first,
                 use_cache=True,
                 **{keyword: cache([], [])},
@@ -194,7 +194,7 @@ def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int
             own = [(past[4 * i], past[4 * i + 1]) for i in range(layers)]
             cross = [(past[4 * i + 2], past[4 * i + 3]) for i in range(layers)]
             out = self.model(
-                encoder_outputs=(hidden,),
+                encoder_outputs=transformers.modeling_outputs.BaseModelOutput(last_hidden_state=hidden),
                 decoder_input_ids=ids,
                 use_cache=True,
                 **{keyword: cache(own, cross)},
