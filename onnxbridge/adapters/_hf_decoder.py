@@ -23,14 +23,8 @@ from typing import Any
 import numpy as np
 
 from onnxbridge.adapters import _hf_cache
-from onnxbridge.adapters.pytorch import (
-    captured_warnings,
-    choose_opset,
-    exact_constant_rules,
-    inference,
-    summary,
-    to_numpy,
-)
+from onnxbridge.adapters._torch_onnx_fixes import exact_constant_rules
+from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._errors import ExportError, InputError, ModelConfigError
 from onnxbridge.core._types import Feeds

@@ -55,6 +55,8 @@ def export_seq2seq(model: Any, request: ExportRequest, task: str, notes: list[st
         raise ExportError(f"{type(model).__name__} has no decoder_start_token_id in its config; set one to export it.")
     encoder_inputs, text = _encoder_sample(torch, model, request.sample)
     layers = int(getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or 0)
+    if not layers:  # a nested decoder config (T5Gemma)
+        layers = int(getattr(config.get_text_config(decoder=True), "num_hidden_layers", 0) or 0)
     encoder, decoder = _wrappers(torch, transformers, model, int(start), layers, text)
     with inference(encoder):
         encoded = encoder(*encoder_inputs.values())
