@@ -138,7 +138,7 @@ def _attribute(config: Any, name: str) -> Any:
     """``getattr`` that reads per-layer attributes (Gemma 4's, which raise on a global read) as absent."""
     try:
         return getattr(config, name, None)
-    except Exception:  # noqa: BLE001 - transformers' AmbiguousGlobalPerLayerAttributeError and kin
+    except Exception:  # transformers' AmbiguousGlobalPerLayerAttributeError and kin
         return None
 
 
