@@ -203,3 +203,10 @@ def test_sampled_tokens_are_drawn_from_the_distribution_transformers_draws_from(
     scores = processors(torch.from_numpy(sequences), torch.from_numpy(logits.copy()))
     want = torch.softmax(scores.double(), dim=-1).numpy()
     np.testing.assert_allclose(ours, want, atol=1e-6)
+
+
+def test_a_misspelt_generation_option_is_refused_naming_the_options():
+    _, art = decoder("llama")
+    with pytest.raises(ob.InputError, match="unknown option") as caught:
+        art.generate(np.array([[5, 6, 7]]), max_new_token=4)
+    assert "max_new_tokens" in str(caught.value)

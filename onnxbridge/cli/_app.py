@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -511,7 +511,8 @@ def web(
         return
     print(f"wrote {site}; serving {server.url} (cross-origin isolated; Ctrl-C stops)", flush=True)
     try:
-        threading.Event().wait()
+        while True:  # time.sleep is interrupted by Ctrl-C at once; a lock wait may not be, under load
+            time.sleep(3600)
     except KeyboardInterrupt:
         server.close()
 
