@@ -308,8 +308,12 @@ def check_parity(
     *,
     optional: Collection[str] = (),
     skipped: list[str] | None = None,
+    per_token: Collection[str] = (),
 ) -> tuple[Check, list[OutputComparison], list[str]]:
     """Run every case through onnxruntime and the reference; compare every output.
+
+    Outputs named in ``per_token`` (one row per token, see :func:`per_token_outputs`) are
+    compared where the case's ``attention_mask`` is 1.
 
     Cases named in ``optional`` (resized variants onnxbridge made up) that the source model
     itself refuses are not failures: they are appended to ``skipped`` with the reason.
@@ -337,13 +341,14 @@ def check_parity(
         except Exception as err:  # noqa: BLE001
             errors.append(f"[{case}] onnxruntime failed: {first_line(err)}")
             continue
-        positions = _token_positions(feeds)
+        positions = _token_positions(feeds) if per_token else None
         masked = masked or positions is not None
         for name in session.output_names:
             if name not in expected:
                 errors.append(f"[{case}] the source model produced no output matching {name!r}")
                 continue
-            comparisons.append(compare(case, name, got[name], expected[name], rtol, atol, positions))
+            where = positions if name in per_token else None
+            comparisons.append(compare(case, name, got[name], expected[name], rtol, atol, where))
     failed = sum(not c.passed for c in comparisons)
     if errors or failed:
         parts = [f"{failed} of {len(comparisons)} output comparisons out of tolerance"] if failed else []
@@ -353,6 +358,18 @@ def check_parity(
     if masked:
         detail += "; (batch, sequence, ...) outputs compared where attention_mask is 1"
     return Check(PARITY, True, detail), comparisons, errors
+
+
+def per_token_outputs(model: onnx.ModelProto) -> set[str]:
+    """Outputs whose second axis is the ``attention_mask``'s (a row per token): the same symbolic dimension."""
+
+    def second(value: onnx.ValueInfoProto) -> str:
+        dims = value.type.tensor_type.shape.dim
+        return dims[1].dim_param if len(dims) > 1 else ""
+
+    mask = next((i for i in model.graph.input if i.name == "attention_mask"), None)
+    axis = second(mask) if mask is not None else ""
+    return {o.name for o in model.graph.output if axis and second(o) == axis}
 
 
 def _token_positions(feeds: Feeds) -> np.ndarray | None:
@@ -471,7 +488,14 @@ def validate(
     report.distinct_rows = distinct_rows(cases)
     report.sample_only = source is not None and not samples
     check, comparisons, errors = check_parity(
-        runner, cases, reference, report.rtol, report.atol, optional=made_up, skipped=report.skipped
+        runner,
+        cases,
+        reference,
+        report.rtol,
+        report.atol,
+        optional=made_up,
+        skipped=report.skipped,
+        per_token=per_token_outputs(model),
     )
     report.checks.append(check)
     report.comparisons.extend(comparisons)
