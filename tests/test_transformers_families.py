@@ -196,3 +196,24 @@ def test_a_per_model_cache_is_refused_naming_its_class_and_the_workaround_works(
     art = ob.export(model, {"input_ids": ids, "attention_mask": mask}, axes, task="feature-extraction")
     assert art.output_names == ["logits"]
     assert_parity(art.validate(), cases=2)
+
+
+def test_a_config_attribute_the_model_s_code_reads_but_its_config_lacks_is_named_as_the_model_s_fault():
+    class TinyConfig:
+        hidden = 4
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = TinyConfig()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.linear(x) * self.config.scale  # the config class has no `scale`
+
+    model = Model()
+    with pytest.raises(ob.ModelConfigError, match="'scale' from its TinyConfig") as caught:
+        ob.export(model, torch.randn(2, 4))
+    assert "model.config.scale" in str(caught.value)
+    model.config.scale = 2.0  # what the message says to do
+    assert_parity(ob.export(model, torch.randn(2, 4)).validate(), cases=1)

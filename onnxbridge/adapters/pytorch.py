@@ -31,7 +31,7 @@ import numpy as np
 from onnxbridge.adapters._torch_onnx_fixes import exact_constant_rules
 from onnxbridge.core._axes import DynamicAxes, axes_by_dim, normalize_dynamic_axes
 from onnxbridge.core._deps import require
-from onnxbridge.core._errors import ExportError, InputError, first_line
+from onnxbridge.core._errors import ExportError, InputError, config_fault, first_line
 from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
 from onnxbridge.graph import _graph
@@ -193,6 +193,9 @@ class _Sample:
         try:
             return model(*args, **kwargs)
         except Exception as err:
+            fault = config_fault(err, model)
+            if fault is not None:
+                raise fault from err
             raise InputError(
                 f"Calling {type(model).__name__} with the sample raised {type(err).__name__}: {err}. "
                 "The sample must be a valid input for the model's forward()."

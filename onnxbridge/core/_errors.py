@@ -9,6 +9,7 @@ and what to do about it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -67,6 +68,23 @@ class ExportError(OnnxBridgeError):
 
 class ModelConfigError(ExportError):
     """The fault is the model's own: its configuration contradicts itself (an EOS id outside its vocabulary, ...)."""
+
+
+def config_fault(err: BaseException, model: object) -> ModelConfigError | None:
+    """A :class:`ModelConfigError` when ``err`` is the model's code reading an attribute its config lacks."""
+    found = (
+        re.search(r"'(\w*Config)' object has no attribute '(\w+)'", str(err))
+        if isinstance(err, AttributeError)
+        else None
+    )
+    if found is None:
+        return None
+    config, attribute = found.groups()
+    return ModelConfigError(
+        f"{type(model).__qualname__}'s own code reads {attribute!r} from its {config}, which has no such attribute. "
+        f"This is the model's configuration, not the export: set it on the config (model.config.{attribute} = "
+        f"<the value its checkpoints use>, on the sub-config named {config} when it is nested), then export again."
+    )
 
 
 class UnsupportedSettingError(InputError):

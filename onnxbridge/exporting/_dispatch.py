@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from onnxbridge.core._axes import DynamicAxesSpec
-from onnxbridge.core._errors import ExportError, InputError, OnnxBridgeError, UnsupportedModelError, first_line
+from onnxbridge.core._errors import (
+    ExportError,
+    InputError,
+    OnnxBridgeError,
+    UnsupportedModelError,
+    config_fault,
+    first_line,
+)
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 from onnxbridge.exporting._registry import default_registry
 
@@ -62,6 +69,9 @@ def export_model(
                 f"({type(err).__name__}: {err}). Leave framework= out to detect the framework from the model, or "
                 f"pass the one it belongs to (supported: {', '.join(default_registry.frameworks())})."
             ) from err
+        fault = config_fault(err, model)
+        if fault is not None:
+            raise fault from err
         raise ExportError(
             f"The {adapter.framework!r} adapter failed on this {type(model).__qualname__}: {type(err).__name__}: "
             f"{first_line(err)}. If the model runs in its framework, this is a gap in the exporter or in "
