@@ -137,23 +137,12 @@ def one(kind: str, model_type: str) -> dict[str, Any]:
         art = ob.export(model)
         row["export_s"] = round(time.perf_counter() - started, 1)
         art.validate()
-    except ob.ValidationError as err:
-        row.update(outcome="validate-fail", detail=_line(err, 2))
-        return row
-    except ob.OnnxBridgeError as err:
-        row.update(outcome="refused", detail=f"{type(err).__name__}: {_line(err)}")
-        return row
-    except Exception as err:  # noqa: BLE001
-        row.update(outcome="crash", detail=f"{type(err).__name__}: {_line(err)}")
-        return row
+    except Exception as err:  # noqa: BLE001 - the kind of failure is the result
+        return {**row, **_failure(ob, err)}
     try:
         got = art.generate(ids, mask, max_new_tokens=STEPS, num_beams=1, do_sample=False)
-    except ob.OnnxBridgeError as err:
-        row.update(outcome="refused", detail=f"generate: {type(err).__name__}: {_line(err)}")
-        return row
     except Exception as err:  # noqa: BLE001
-        row.update(outcome="crash", detail=f"generate: {type(err).__name__}: {_line(err)}")
-        return row
+        return {**row, **_failure(ob, err, "generate: ")}
     if kind == "seq2seq" and got.shape[1] == want.shape[1] + 1:
         got = got[:, 1:]  # transformers returns some seq2seq sequences without the start token
     same = got.shape == want.shape and bool(np.array_equal(got, want))
@@ -162,6 +151,14 @@ def one(kind: str, model_type: str) -> dict[str, Any]:
         [n for n in art.export_notes if "experts" in n or "cache" in n][:2] if hasattr(art, "export_notes") else []
     )
     return row
+
+
+def _failure(ob: Any, err: BaseException, stage: str = "") -> dict[str, str]:
+    """The outcome an exception stands for: validation caught it, a typed refusal, or a crash."""
+    if isinstance(err, ob.ValidationError):
+        return {"outcome": "validate-fail", "detail": stage + _line(err, 2)}
+    outcome = "refused" if isinstance(err, ob.OnnxBridgeError) else "crash"
+    return {"outcome": outcome, "detail": f"{stage}{type(err).__name__}: {_line(err)}"}
 
 
 def _line(err: BaseException, lines: int = 1) -> str:
