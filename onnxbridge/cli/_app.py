@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a check failed (validate, compat), 2 usage or file err
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -509,9 +510,12 @@ def web(
     if server is None:
         print(f"wrote {site}: serve it with `onnxbridge web ... --serve`, or any static server (one thread)")
         return
+    # Ctrl-C must stop the server even when this process inherited SIGINT as ignored (a parent
+    # that ignores it, such as a test runner's worker): Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"wrote {site}; serving {server.url} (cross-origin isolated; Ctrl-C stops)", flush=True)
     try:
-        while True:  # time.sleep is interrupted by Ctrl-C at once; a lock wait may not be, under load
+        while True:  # time.sleep is interrupted by Ctrl-C at once
             time.sleep(3600)
     except KeyboardInterrupt:
         server.close()
