@@ -75,7 +75,7 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
             outputs = step(*tensors)
         return {name: to_numpy(t) for name, t in zip(out_names, outputs, strict=True)}
 
-    spec = generation_spec(torch, transformers, model, request.sample)
+    spec = generation_spec(torch, model, request.sample)
     if layout.window is not None:
         spec.max_length = layout.window
         notes.append(
@@ -147,13 +147,13 @@ def export_graph(
     }
     shapes = tuple({axis: dims[dim] for axis, dim in axes[name].items()} for name in names)
     try:
-        experts = exportable_experts(model) if model is not None else contextlib.nullcontext()
+        experts = exportable_experts(model, notes) if model is not None else contextlib.nullcontext()
         with (
             inference(module),
             captured_warnings(notes, "dynamo"),
             exact_constant_rules(),
             transformers_patches(),
-            experts as switched,
+            experts,
         ):
             program = torch.onnx.export(
                 module,
@@ -171,11 +171,6 @@ def export_graph(
             f"Exporting {what} (opset {opset}) failed in torch.onnx's dynamo exporter: {summary(err)}. "
             f"Try another opset (opset=...){', ' + hint if hint else ''}."
         ) from err
-    if switched is not None and not any("batched_mm" in note for note in notes):
-        notes.append(
-            f"mixture-of-experts layers exported on transformers' batched_mm experts (the model runs {switched!r}, "
-            "restored after export): each token computes its top-k experts only"
-        )
     proto = program.model_proto
     fixed = _graph.declare_axes(proto, axes)
     if fixed:
@@ -293,26 +288,33 @@ def recording_config(model: Any, eos: tuple[int, ...], pad: int | None, **extra:
 
 
 @contextlib.contextmanager
-def exportable_experts(model: Any) -> Iterator[str | None]:
+def exportable_experts(model: Any, notes: list[str]) -> Iterator[None]:
     """Mixture-of-experts layers on transformers' ``batched_mm`` experts while exporting; restored after.
 
     transformers' default ``grouped_mm`` experts call ``torch.ops.transformers.grouped_mm_fallback``
     under the exporter, which has no ONNX translation; its ``eager`` experts loop over the experts
     that data selects. ``batched_mm`` gathers each token's top-k experts' weights and runs them as
     batched MatMuls: only the selected experts' work is computed (top-k of n experts' FLOPs), and
-    every shape stays symbolic. Yields the implementation switched from (``None``: nothing switched).
+    every shape stays symbolic. When it switches, ``notes`` says so (once, however many graphs).
     """
     can_set = getattr(type(model), "_can_set_experts_implementation", None)
     if not hasattr(model, "set_experts_implementation") or can_set is None or not can_set():
-        yield None
+        yield
         return
     before = model.get_experts_implementation()
     if set(before.values()) <= {"batched_mm"} or not _has_experts(model):
-        yield None
+        yield
         return
+    note = (
+        f"mixture-of-experts layers exported on transformers' batched_mm experts (the model runs "
+        f"{before.get('', next(iter(before.values())))!r}, restored after export): each token computes its "
+        "top-k experts only"
+    )
+    if note not in notes:
+        notes.append(note)
     model.set_experts_implementation("batched_mm")
     try:
-        yield before.get("", next(iter(before.values())))
+        yield
     finally:
         model.set_experts_implementation(before)
 
@@ -339,7 +341,7 @@ def transformers_patches() -> Iterator[None]:
         yield
 
 
-def generation_spec(torch: Any, transformers: Any, model: Any, sample: Any) -> GenerationSpec:
+def generation_spec(torch: Any, model: Any, sample: Any) -> GenerationSpec:
     """The model's special tokens and its greedy tokens on fixed prompts (the user's, or made up)."""
     eos_ids, pad = special_tokens(model)
     input_ids, attention_mask = _prompts(model, sample, set(eos_ids) | {pad} - {None}, pad or 0)

@@ -103,7 +103,7 @@ def export_seq2seq(model: Any, request: ExportRequest, task: str, notes: list[st
         "encoder": _exported(torch, transformers, encoder, enc_proto, encoder_inputs, enc_names, enc_out, enc_axes),
         "decoder": _exported(torch, transformers, decoder, dec_proto, dec_values, dec_names, dec_out, dec_axes),
     }
-    spec = _generation_spec(transformers, model, encoder_inputs, int(start), task)
+    spec = _generation_spec(model, encoder_inputs, int(start), task)
     notes.append(
         f"exported as two graphs: an encoder (returning the {layers} layers' cross-attention keys and values once) "
         "and a decoder with its self-attention cache, one graph for the first step (empty past) and later ones"
@@ -254,9 +254,7 @@ def _exported(
     )
 
 
-def _generation_spec(
-    transformers: Any, model: Any, encoder_inputs: dict[str, Any], start: int, task: str
-) -> GenerationSpec:
+def _generation_spec(model: Any, encoder_inputs: dict[str, Any], start: int, task: str) -> GenerationSpec:
     """Special tokens, and the source's greedy tokens for the sample's encoder inputs."""
     eos, pad = special_tokens(model)
     plain, settings = recording_config(model, eos, pad, decoder_start_token_id=start)

@@ -131,12 +131,8 @@ class TransformersAdapter:
             opset=request.opset,
             options=options,
         )
-        with _hf_decoder.exportable_experts(model) as switched:
+        with _hf_decoder.exportable_experts(model, notes):
             exported = TorchAdapter().export(source, inner)
-        if switched is not None:
-            notes.append(
-                f"mixture-of-experts layers exported on transformers' batched_mm experts (the model runs {switched!r})"
-            )
         exported.framework = "transformers"
         exported.framework_version = _transformers().__version__
         exported.notes = notes + exported.notes
