@@ -72,6 +72,10 @@ SMALL: dict[str, Any] = {
     "linear_value_head_dim": 16,
 }
 
+# Sizes some default configs leave None for a checkpoint to fill (Ministral's head_dim, Nemotron's KV heads):
+# set like the others, since the model code reads them (KV heads left None mean as many as the query heads).
+UNSET_SIZES = frozenset({"head_dim", "num_key_value_heads"})
+
 # Types whose layer pattern is set by period and offset: one attention (or expert) layer in the two.
 OVERRIDES: dict[str, dict[str, Any]] = {
     "jamba": {"attn_layer_offset": 1, "attn_layer_period": 2, "expert_layer_offset": 1, "expert_layer_period": 2},
@@ -82,6 +86,37 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "mamba2": {"head_dim": 32, "num_heads": 4, "n_groups": 1},
     "falcon_h1": {"mamba_d_ssm": 128},
     "deepseek_v2": {"num_experts_per_tok": 2, "n_group": 1, "topk_group": 1},
+    # Defaults left None for a checkpoint to fill
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
+    "dots1": {"n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1},
+    "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0}},
+    "zaya": {"num_experts_per_tok": 1},
+    "dory": {  # input, looped and output blocks of one layer each; the looped block runs twice
+        "num_hidden_layers": 3,
+        "n_input_layers": 1,
+        "n_recurrent_layers": 1,
+        "n_output_layers": 1,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+    },
+    "reformer": {"axial_pos_embds_dim": [16, 48], "axial_pos_shape": [16, 16]},
+    "kolibri1_1": {"index_num_heads": 2},
+    "xmod": {"default_language": "en_XX"},
+    "gemma3n_text": {"num_kv_shared_layers": 0},
+    "inkling2_text": {"unpadded_vocab_size": VOCAB},
+    "inkling2_loop_text": {"unpadded_vocab_size": VOCAB},
+    "zamba": {"num_hidden_layers": 4, "layers_block_type": ["linear_attention", "hybrid"] * 2},
+    "cohere_compass_text": {
+        "rope_parameters": {
+            kind: {"rope_type": "default", "rope_theta": 10000.0} for kind in ("full_attention", "sliding_attention")
+        }
+    },
+    "qwen4_exp_text": {
+        "indexer_n_heads": 2,
+        "indexer_kv_heads": 1,
+        "indexer_head_dim": 16,
+        "indexer_budget": 64,
+        "indexer_compress_ratio": 4,
+    },
 }
 
 
@@ -90,6 +125,12 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
+    if model_type == "encoder-decoder":  # as from_encoder_decoder_pretrained builds it: a decoder with cross-attention
+        encoder, decoder = (tiny_config(kind, **overrides) for kind in ("bert", "bert"))
+        config = cls.from_encoder_decoder_configs(encoder, decoder)
+        config.pad_token_id = encoder.pad_token_id  # what its docs ask for: the tokenizer's pad and CLS ids
+        config.decoder_start_token_id = 101  # BERT's [CLS]
+        return config
     kwargs = _shrunk(cls, cls())
     if getattr(cls(), "is_decoder", None) is False and model_type in _causal_lm_types():
         kwargs["is_decoder"] = True  # encoders as causal LMs: transformers asks for is_decoder=True
@@ -106,11 +147,15 @@ def _shrunk(cls: Any, default: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for name, value in vars(default).items():
         if isinstance(value, PretrainedConfig) and not name.startswith("_"):
-            kwargs[name] = type(value)(**_shrunk(type(value), value))
+            kwargs[name] = type(value)(**{**_shrunk(type(value), value), **OVERRIDES.get(value.model_type, {})})
     for name, value in SMALL.items():
         derived = isinstance(getattr(cls, name, None), property)  # computed from other sizes (Falcon's head_dim)
-        if _attribute(default, name) is not None and not derived:
+        unset = name in UNSET_SIZES and name in vars(default) and vars(default)[name] is None
+        present = _attribute(default, name) is not None or unset
+        if present and not derived:
             kwargs[name] = value
+    if "num_key_value_heads" in kwargs and vars(default).get("num_key_value_heads", 0) is None:
+        kwargs["num_key_value_heads"] = kwargs.get("num_attention_heads", SMALL["num_attention_heads"])  # None: as many
     if "kv_lora_rank" in kwargs and "num_key_value_heads" in kwargs:  # multi-latent attention: no grouped heads
         kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
     for name, value in vars(default).items():  # per-layer lists: each kind of layer kept, in order
@@ -123,7 +168,7 @@ def _shrunk(cls: Any, default: Any) -> dict[str, Any]:
         value = _attribute(default, name)
         if isinstance(value, int) and value >= vocab:
             kwargs[name] = vocab - 1 - offset
-        elif isinstance(value, list):
+        elif isinstance(value, (list, tuple)):
             kwargs[name] = [t if t < vocab else vocab - 1 - offset for t in value]
     return kwargs
 
@@ -159,7 +204,7 @@ def _special_tokens_in_vocabulary(config: Any) -> None:
     vocab = int(getattr(text, "vocab_size", VOCAB) or VOCAB)
     for name in ("suppress_tokens", "begin_suppress_tokens"):
         value = getattr(config, name, None)
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             setattr(config, name, [t for t in value if t < vocab] or None)
     if getattr(config, "is_encoder_decoder", False) and getattr(config, "decoder_start_token_id", None) is None:
         start = getattr(config, "pad_token_id", None)
@@ -169,8 +214,25 @@ def _special_tokens_in_vocabulary(config: Any) -> None:
             value = getattr(holder, name, None)
             if isinstance(value, int) and value >= vocab:
                 setattr(holder, name, vocab - 1 - offset)
-            elif isinstance(value, list):
+            elif isinstance(value, (list, tuple)):
                 setattr(holder, name, [t if t < vocab else vocab - 1 - offset for t in value])
+
+
+def trained_like(model: Any, seed: int = 0) -> Any:
+    """``model`` with all-zero weight matrices (a router initialised to zero, as AFMoE's) filled at random.
+
+    A zero router scores every expert the same, so which experts a token reaches comes down to
+    how a top-k breaks ties, which torch and onnxruntime do differently; no trained model has
+    such ties. Returns the model.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2 and parameter.numel() > 1 and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    return model
 
 
 def prompts(vocab: int, lengths: tuple[int, ...] = (3, 9), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ its default ``use_cache``. Each architecture is exported once per session.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -153,6 +154,29 @@ def test_generation_check_names_the_step_and_row_where_tokens_differ():
     generation = next(c for c in report.checks if c.name == "generation")
     assert generation.passed is False
     assert "step 2, row 1" in generation.detail
+
+
+def test_generation_check_judges_a_logit_s_error_at_its_row_s_scale():
+    """2e-5 on a logit near 0 beside logits of 4 is float noise; an error near rtol x the row's scale is not."""
+    _, art = decoder("llama")
+    record = art.generation.record
+
+    def check(shift: float):
+        logits = [step.copy() for step in record.logits]
+        row = logits[0][0]
+        row[int(np.argmin(np.abs(row)))] += shift  # the logit nearest 0: never the chosen token
+        spoiled = ob.Artifact(
+            ob.Exported(model=art.model, framework="transformers", framework_version="x", exporter="x", dynamic_axes={})
+        )
+        spoiled.generation = dataclasses.replace(art.generation, record=dataclasses.replace(record, logits=logits))
+        report = spoiled.validate(raise_on_failure=False)
+        return next(c for c in report.checks if c.name == "generation")
+
+    scale = float(np.abs(record.logits[0][0]).max())
+    assert check(0.3e-3 * scale).passed is True  # element by element (rtol x |~0|) this would have failed
+    failed = check(3e-3 * scale)
+    assert failed.passed is False
+    assert "step 0, row 0" in failed.detail
 
 
 def test_generation_stops_at_eos_and_pads_finished_rows_like_transformers():

@@ -262,3 +262,18 @@ def test_a_tiny_epsilon_survives_the_exporter_s_graph_optimizer():
     got = art.session().run({"input": rows.numpy()})
     assert np.isfinite(next(iter(got.values()))).all()
     assert_parity(art.validate(), cases=2)
+
+
+def test_erfinv_which_torchlib_cannot_translate_exports_to_float32_precision():
+    """A normal quantile (``torch.erfinv``), as Gemma 3n's activation sparsity takes one."""
+
+    class Quantile(torch.nn.Module):
+        def forward(self, p):
+            return torch.erfinv(2 * p - 1) * 2**0.5
+
+    p = torch.linspace(1e-6, 1 - 1e-6, 4001)
+    art = ob.export(Quantile(), p, dynamic_axes={"input": {0: "n"}})
+    got = next(iter(art.session().run({"input": p.numpy()}).values()))
+    want = (torch.erfinv(2 * p - 1).double() * 2**0.5).numpy()  # on the same float32 inputs
+    assert (np.abs(got - want) <= 1e-6 + 1e-6 * np.abs(want)).all()
+    assert_parity(art.validate(), cases=1)

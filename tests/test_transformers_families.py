@@ -23,10 +23,15 @@ torch = pytest.importorskip("torch")
 STEPS = 8
 
 
+def tiny_lm(model_type: str):
+    """The type's shrunk default config as a causal LM, random weights from seed 0."""
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config(model_type)).eval()
+
+
 @functools.cache
 def moe(model_type: str):
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config(model_type)).eval()
+    model = tiny_lm(model_type)
     return model, ob.export(model)
 
 
@@ -41,13 +46,22 @@ def _hf_tokens(model, ids, mask):
     return out.numpy()
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_moe", pytest.param("mixtral", marks=pytest.mark.slow)])
-def test_mixture_of_experts_decoder_exports_validates_and_generates_token_exact(model_type):
+@pytest.mark.parametrize(
+    ("model_type", "how"),
+    [
+        ("qwen3_moe", "batched_mm"),
+        pytest.param("mixtral", "batched_mm", marks=pytest.mark.slow),
+        pytest.param("dbrx", "DbrxExperts) exported in a gathered form", marks=pytest.mark.slow),  # experts loop
+    ],
+)
+def test_mixture_of_experts_decoder_exports_validates_and_generates_token_exact(model_type, how):
     model, art = moe(model_type)
     implementation = model.get_experts_implementation()
+    forwards = {type(module): type(module).forward for module in model.modules()}
     assert_generation(art.validate())
-    assert any("batched_mm" in note for note in art.export_notes)
+    assert any(how in note and "top-k" in note for note in art.export_notes)
     assert model.get_experts_implementation() == implementation  # the user's setting is restored
+    assert all(cls.forward is forward for cls, forward in forwards.items())  # and every class's forward
     ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (2, 11), seed=5)  # a short prompt beside a long one
     np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(model, ids, mask))
 
@@ -66,8 +80,7 @@ def test_routed_experts_graph_gathers_the_selected_experts_instead_of_running_al
 
 @functools.cache
 def recurrent(model_type: str):
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config(model_type)).eval()
+    model = tiny_lm(model_type)
     return model, ob.export(model)
 
 
@@ -175,8 +188,7 @@ def test_an_eos_id_outside_the_vocabulary_is_named_as_the_model_s_fault():
 
 
 def test_an_indexed_cache_exports_its_indexer_keys_and_generates_token_exact():
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config("deepseek_v32")).eval()
+    model = tiny_lm("deepseek_v32")
     art = ob.export(model)
     assert "past_key_values.0.indexer" in art.input_names
     assert art.dynamic_axes["past_key_values.0.indexer"] == {0: "batch_size", 1: "past_sequence_length"}
@@ -185,17 +197,88 @@ def test_an_indexed_cache_exports_its_indexer_keys_and_generates_token_exact():
     np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(model, ids, mask))
 
 
-def test_a_per_model_cache_is_refused_naming_its_class_and_the_workaround_works():
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(hf_zoo.tiny_config("minimax")).eval()
-    with pytest.raises(ob.ExportError, match="MiniMaxCache") as caught:
+def test_a_per_model_cache_class_carries_its_linear_attention_states_and_generates_token_exact():
+    """MiniMax keeps its lightning-attention states in its own MiniMaxCache, beside the attention layers' keys."""
+    model = tiny_lm("minimax")
+    art = ob.export(model)
+    states = [name for name in art.input_names if name.endswith(".recurrent")]
+    keys = [name for name in art.input_names if name.endswith(".key")]
+    assert states  # a linear-attention layer...
+    assert keys  # ...and an attention layer
+    assert all(art.dynamic_axes[name] == {0: "batch_size"} for name in states)
+    assert_generation(art.validate())
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (1, 5, 11), seed=1)
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(model, ids, mask))
+
+
+@pytest.mark.slow
+def test_a_cache_layer_kind_onnxbridge_cannot_flatten_is_refused_naming_it_and_the_workaround():
+    model = tiny_lm("deepseek_v4")
+    with pytest.raises(ob.ExportError, match="DeepseekV4CSACache") as caught:
         ob.export(model)
     assert "task='feature-extraction'" in str(caught.value)
-    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (3, 8), seed=1)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-    art = ob.export(model, {"input_ids": ids, "attention_mask": mask}, axes, task="feature-extraction")
-    assert art.output_names == ["logits"]
-    assert_parity(art.validate(), cases=2)
+
+
+@pytest.mark.parametrize("model_type", ["openai-gpt", pytest.param("xlnet", marks=pytest.mark.slow)])
+def test_a_decoder_that_keeps_no_cache_generates_by_running_the_whole_sequence_each_step(model_type):
+    """GPT-1 and XLNet keep no cache; transformers' generate() recomputes the prefix, and so does the graph."""
+    model = tiny_lm(model_type)
+    art = ob.export(model)
+    assert not any(name.startswith("past_key_values") for name in art.input_names)
+    assert art.dynamic_axes["input_ids"] == {0: "batch_size", 1: "sequence_length"}
+    assert any("without a cache" in note and "O(n^2)" in note for note in art.export_notes)
+    assert_generation(art.validate())
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (1, 4, 10), seed=8)  # a one-token prompt beside longer ones
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(model, ids, mask))
+
+
+def test_a_model_whose_forward_loops_over_the_sequence_is_refused_and_exports_at_a_fixed_length():
+    """RWKV keeps its state outside transformers' caches and scans in Python: no graph takes any length."""
+    model = tiny_lm("rwkv")
+    with pytest.raises(ob.ExportError, match="loops over the sequence in Python") as caught:
+        ob.export(model)
+    assert "task='feature-extraction') with no dynamic_axes" in str(caught.value)
+    ids, _ = hf_zoo.prompts(hf_zoo.VOCAB, (6, 6), seed=2)
+    art = ob.export(model, {"input_ids": ids}, task="feature-extraction")  # what the message says: one fixed length
+    assert art.dynamic_axes == {}
+    assert_parity(art.validate(), cases=1)
+
+
+def test_complex_rotary_embeddings_export_through_their_real_view():
+    """Llama 4 rotates queries and keys as complex numbers (``freqs_cis[:, :, None, :]``)."""
+    model = tiny_lm("llama4_text")
+    art = ob.export(model)
+    assert_generation(art.validate())
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (2, 9), seed=3)
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), _hf_tokens(model, ids, mask))
+
+
+def test_an_encoder_decoder_pair_without_cross_attention_is_refused_as_the_model_s_fault():
+    bert = hf_zoo.tiny_config("bert")
+    model = transformers.EncoderDecoderModel(transformers.EncoderDecoderConfig(encoder=bert, decoder=bert)).eval()
+    model.config.decoder_start_token_id, model.config.pad_token_id = 101, 0
+    with pytest.raises(
+        ob.ModelConfigError, match="add_cross_attention=False: its decoder ignores the encoder"
+    ) as caught:
+        ob.export(model)
+    assert "from_encoder_decoder_configs" in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["encoder-decoder", "switch_transformers"])
+def test_encoder_decoder_pairs_and_routed_seq2seq_models_generate_token_exact(model_type):
+    """A BERT pair built as from_encoder_decoder_pretrained builds it; Switch's encoder output carries router logits."""
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(hf_zoo.tiny_config(model_type)).eval()
+    art = ob.export(model)
+    assert_generation(art.validate())
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (3, 9), seed=4)
+    got = art.generate(ids, mask, max_new_tokens=STEPS)
+    with torch.no_grad():
+        want = model.generate(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), max_new_tokens=STEPS
+        ).numpy()
+    np.testing.assert_array_equal(got[:, -want.shape[1] :], want)
 
 
 def test_a_config_attribute_the_model_s_code_reads_but_its_config_lacks_is_named_as_the_model_s_fault():

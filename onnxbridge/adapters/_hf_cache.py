@@ -22,6 +22,7 @@ tensors for linear attention), runs the model unchanged and returns every part f
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -68,11 +69,18 @@ class Slot:
 class CacheLayout:
     """How a model hands its cache over: the container, every tensor in it, and how a step is called."""
 
-    kind: str  # "dynamic" (DynamicCache), "legacy" (tuples), "self-attention" (an EncoderDecoderCache's own part)
+    # "dynamic" (DynamicCache), "legacy" (tuples), "self-attention" (an EncoderDecoderCache's own part),
+    # "linear-list" (a DynamicCache subclass keeping linear-attention states in a per-layer list, MiniMax's),
+    # "none" (the model keeps no cache: each step runs the whole sequence)
+    kind: str
     slots: tuple[Slot, ...]
     dtype: Any
     window: int | None = None  # the smallest sliding attention window, if any layer has one
     step_mask: bool = True  # whether transformers passes attention_mask to one-token steps
+    container: Any = None  # kind "linear-list": the model's own cache class (MiniMax's)
+    # Each layer's class and sliding window as probed, for layers a cache built from the config lacks
+    # (Dory appends copies of its looped layers' caches past num_hidden_layers)
+    layer_kinds: tuple[tuple[Any, int | None], ...] = ()
 
     @property
     def layers(self) -> int:
@@ -116,8 +124,8 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
             f"(transformers.AutoModelForCausalLM.from_config(config) after config.is_decoder = True) to export it "
             f"for generation. {WORKAROUND}"
         )
-    if cache is None:
-        raise ExportError(f"{name} returned no cache with use_cache=True, so it has no cache to export. {WORKAROUND}")
+    if cache is None:  # no cache to carry (GPT-1, XLM, XLNet, ...): transformers recomputes the prefix, as will we
+        return CacheLayout("none", (), None)
     if isinstance(cache, tuple) and all(isinstance(layer, tuple) and len(layer) == 2 for layer in cache):
         pairs = [s for i, (key, value) in enumerate(cache) for s in _attention_slots(name, i, key, value)]
         return CacheLayout("legacy", tuple(pairs), cache[0][0].dtype)
@@ -128,13 +136,16 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
         # Encoders built as decoders (is_decoder=True) hand an EncoderDecoderCache with no cross-attention part.
         own = probe_layers(torch, model, cache.self_attention_cache)
         return CacheLayout("self-attention", own.slots, own.dtype, own.window)
-    if type(cache) is not transformers.DynamicCache:
+    if isinstance(cache, transformers.DynamicCache) and isinstance(getattr(cache, "linear_cache", None), list):
+        layout = _linear_list_layout(torch, model, cache)
+    elif type(cache) is not transformers.DynamicCache:
         raise ExportError(
             f"{name} returns its cache as {type(cache).__module__}.{type(cache).__qualname__}, which onnxbridge does "
             f"not know how to flatten into past_key_values/present tensors (DynamicCache and the legacy tuple form "
             f"are supported). {WORKAROUND}"
         )
-    layout = probe_layers(torch, model, cache)
+    else:
+        layout = probe_layers(torch, model, cache)
     if not layout.recurrent:
         return layout
     # What transformers' own generate() passes to a one-token step (state-space models such as
@@ -146,7 +157,24 @@ def probe(torch: Any, transformers: Any, model: Any) -> CacheLayout:
         is_first_iteration=False,
         **{cache_keyword(model): cache},
     )
-    return CacheLayout("dynamic", layout.slots, layout.dtype, layout.window, step.get("attention_mask") is not None)
+    return dataclasses.replace(layout, step_mask=step.get("attention_mask") is not None)
+
+
+def _linear_list_layout(torch: Any, model: Any, cache: Any) -> CacheLayout:
+    """A cache keeping each linear-attention layer's state in ``linear_cache[layer]`` (MiniMax's ``MiniMaxCache``).
+
+    Those layers' states become ``recurrent`` slots (fixed size); the attention layers' keys and
+    values are the cache's own ``DynamicLayer`` s, as in a ``DynamicCache``.
+    """
+    own = probe_layers(torch, model, cache)
+    states = [
+        Slot(i, "recurrent", 0, tuple(int(d) for d in state.shape[1:]))
+        for i, state in enumerate(cache.linear_cache)
+        if isinstance(state, torch.Tensor)
+    ]
+    slots = tuple(sorted((*own.slots, *states), key=lambda slot: (slot.layer, slot.part != "key")))
+    dtype = own.dtype or (cache.linear_cache[states[0].layer].dtype if states else None)
+    return CacheLayout("linear-list", slots, dtype, own.window, container=type(cache))
 
 
 def probe_layers(torch: Any, model: Any, cache: Any) -> CacheLayout:
@@ -181,7 +209,8 @@ def probe_layers(torch: Any, model: Any, cache: Any) -> CacheLayout:
                 )
             slots.append(Slot(i, "indexer", 0, (0, int(indexer.shape[2])), axis=1))
     windows = [int(layer.sliding_window) for layer in cache.layers if hasattr(layer, "sliding_window")]
-    return CacheLayout("dynamic", tuple(slots), dtype, min(windows) if windows else None)
+    layer_kinds = tuple((type(layer), getattr(layer, "sliding_window", None)) for layer in cache.layers)
+    return CacheLayout("dynamic", tuple(slots), dtype, min(windows) if windows else None, layer_kinds=layer_kinds)
 
 
 def _attention_slots(name: str, layer: int, key: Any, value: Any) -> list[Slot]:
@@ -196,6 +225,10 @@ def _attention_slots(name: str, layer: int, key: Any, value: Any) -> list[Slot]:
 def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, position_ids: bool) -> Any:
     """The model as one generation step on flat tensors.
 
+    A model with no cache (``layout.kind == "none"``) runs the whole sequence each step, with the
+    inputs its own ``prepare_inputs_for_generation`` makes (XLNet's permutation mask, XLM's
+    language ids), as transformers' ``generate()`` does for it.
+
     For a layout with recurrent state the step takes one token per row (transformers' recurrent
     form, the one its ``generate()`` runs after the prompt); the prompt is fed one token at a
     time from zero states, which is what the full-sequence form computes. When transformers
@@ -203,6 +236,8 @@ def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, 
     current token's mask column instead, so left padding is masked as in the prompt's form.
     """
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    if layout.kind == "none":
+        return _whole_sequence_step(torch, model, position_ids)
     keyword = cache_keyword(model)
     slots = layout.slots
 
@@ -224,7 +259,11 @@ def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, 
         def _cache(self, past: tuple[Any, ...], length: Any) -> Any:
             if layout.kind == "legacy":
                 return tuple((past[i], past[i + 1]) for i in range(0, len(past), 2))
+            if layout.kind == "linear-list":
+                return _linear_list_cache(layout, past)
             cache = transformers.DynamicCache(config=self.model.config)
+            for kind, window in layout.layer_kinds[len(cache.layers) :]:  # layers past the config's own
+                cache.layers.append(kind(sliding_window=window) if window is not None else kind())
             pairs: dict[int, dict[str, Any]] = {}
             for slot, tensor in zip(slots, past, strict=True):
                 if slot.grows:
@@ -259,6 +298,9 @@ def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, 
                 present = present.self_attention_cache
             found = []
             for slot in slots:
+                if layout.kind == "linear-list" and slot.part == "recurrent":
+                    found.append(present.linear_cache[slot.layer])
+                    continue
                 layer = present.layers[slot.layer]
                 if slot.grows:
                     found.append(
@@ -272,3 +314,40 @@ def step_module(torch: Any, transformers: Any, model: Any, layout: CacheLayout, 
             return found
 
     return DecoderStep()
+
+
+def _linear_list_cache(layout: CacheLayout, past: tuple[Any, ...]) -> Any:
+    """The model's own cache class rebuilt: states by ``set_linear_cache``, keys and values by ``update``."""
+    cache = layout.container()
+    pairs: dict[int, dict[str, Any]] = {}
+    for slot, tensor in zip(layout.slots, past, strict=True):
+        if slot.part == "recurrent":
+            cache.set_linear_cache(slot.layer, tensor.clone())
+        else:
+            pairs.setdefault(slot.layer, {})[slot.part] = tensor
+    for index in sorted(pairs):
+        cache.update(pairs[index]["key"], pairs[index]["value"], index)
+    return cache
+
+
+def _whole_sequence_step(torch: Any, model: Any, position_ids: bool) -> Any:
+    """A model without a cache as a step: the whole sequence in, the last position's logits out.
+
+    Position ids are an input when the model takes them: transformers' ``generate()`` counts
+    them from the attention mask (padding skipped) and passes them to every step.
+    """
+
+    class WholeSequenceStep(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: Any) -> Any:  # input_ids, attention_mask[, position_ids]: one name for the shapes
+            extra = {"position_ids": inputs[2]} if position_ids else {}
+            prepared = self.model.prepare_inputs_for_generation(
+                inputs[0], attention_mask=inputs[1], use_cache=False, **extra
+            )
+            out = self.model(**{name: value for name, value in prepared.items() if value is not None})
+            return (out.logits[:, -1:, :],)
+
+    return WholeSequenceStep()

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from onnxbridge.adapters import _hf_cache
-from onnxbridge.adapters._torch_onnx_fixes import exact_constant_rules
+from onnxbridge.adapters._hf_experts import exportable_experts
+from onnxbridge.adapters._torch_onnx_fixes import complex_unsqueeze, exact_constant_rules, translations
 from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._errors import ExportError, InputError, ModelConfigError
@@ -62,10 +63,19 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
         axes,
         opset,
         notes,
-        what=f"{type(model).__name__} with its cache",
+        what=f"{type(model).__name__} {'with its cache' if layout.slots else '(it keeps no cache)'}",
         hint="or export without the cache (a sample and task='feature-extraction')",
         extra=dict(request.options.get("export_kwargs", {})),
         model=model,
+        fixed_hint=(
+            f"{type(model).__name__} keeps no cache that transformers can hand over, and its forward() loops over "
+            "the sequence in Python (a recurrent scan over its own state), so the exporter unrolls it to the "
+            "sample's length: no graph can take prompts of any length. Export it at one fixed length instead, "
+            "ob.export(model, sample, task='feature-extraction') with no dynamic_axes (logits for every position "
+            "of inputs exactly the sample's shape), or generate with transformers"
+            if layout.kind == "none"
+            else ""
+        ),
     )
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
 
@@ -99,6 +109,12 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
 
 
 def _cache_note(layout: _hf_cache.CacheLayout) -> str:
+    if layout.kind == "none":
+        return (
+            "exported without a cache: the model keeps none (transformers' generate() recomputes the whole sequence "
+            "each step too), so the graph takes the whole sequence and generate() feeds it again at every step "
+            "(n new tokens cost O(n^2)); logits for the last position only"
+        )
     kv = sum(slot.part == "key" for slot in layout.slots)
     states = {slot.layer for slot in layout.slots if not slot.grows}
     parts = []
@@ -134,15 +150,17 @@ def export_graph(
     hint: str = "",
     extra: dict[str, Any] | None = None,
     model: Any = None,
+    fixed_hint: str = "",
 ) -> Any:
     """One wrapper module through the dynamo exporter with transformers' patches; axes named and checked.
 
-    Every dimension name becomes one ``torch.export.Dim``; past lengths may be 0. ``model`` (the
-    transformers model the wrapper runs) has its mixture-of-experts layers exported on
-    :func:`exportable_experts`.
+    Every dimension name becomes one ``torch.export.Dim``; past lengths may be 0, every other size
+    is at least 1 (so the exporter can prove what holds for every real input: MPT's alibi slice).
+    ``model`` (the transformers model the wrapper runs) has its mixture-of-experts layers exported
+    on :func:`exportable_experts`.
     """
     dims = {
-        dim: torch.export.Dim(re.sub(r"\W+", "_", dim), min=0 if dim.startswith("past_") else None)
+        dim: torch.export.Dim(re.sub(r"\W+", "_", dim), min=0 if dim.startswith("past_") else 1)
         for dim in sorted({d for name in names for d in axes[name].values()})
     }
     shapes = tuple({axis: dims[dim] for axis, dim in axes[name].items()} for name in names)
@@ -155,6 +173,8 @@ def export_graph(
             transformers_patches(),
             experts,
         ):
+            options = dict(extra or {})
+            table = {**translations(), **transformers_translations(), **options.pop("custom_translation_table", {})}
             program = torch.onnx.export(
                 module,
                 tuple(values),
@@ -164,8 +184,10 @@ def export_graph(
                 output_names=outputs,
                 opset_version=opset,
                 dynamic_shapes={"inputs": shapes},
-                **(extra or {}),
+                custom_translation_table=table or None,
+                **options,
             )
+            transformers_ir_fixes(program)
     except Exception as err:
         raise ExportError(
             f"Exporting {what} (opset {opset}) failed in torch.onnx's dynamo exporter: {summary(err)}. "
@@ -174,18 +196,23 @@ def export_graph(
     proto = program.model_proto
     fixed = _graph.declare_axes(proto, axes)
     if fixed:
-        raise ExportError(f"the exporter fixed dynamic axes of {what}: " + "; ".join(fixed))
+        raise ExportError(
+            f"the exporter fixed dynamic axes of {what}: "
+            + "; ".join(fixed)
+            + (f". {fixed_hint}." if fixed_hint else "")
+        )
     return proto
 
 
 def _sample(torch: Any, model: Any, layout: _hf_cache.CacheLayout, position_ids: bool, *, new: int) -> list[Any]:
     """Batch 2, ``new`` tokens after a past of 5: sizes distinct so the exporter cannot confuse them."""
-    batch, past = 2, 5
+    batch, past = 2, 5 if layout.slots else 0
     generator = torch.Generator().manual_seed(0)
     vocab = int(model.config.get_text_config().vocab_size)
+    width = new if layout.kind == "none" or not layout.step_mask else past + new
     tensors = [
         torch.randint(0, vocab, (batch, new), generator=generator),
-        torch.ones((batch, past + new if layout.step_mask else new), dtype=torch.long),
+        torch.ones((batch, width), dtype=torch.long),
     ]
     if position_ids:
         tensors.append(torch.arange(past, past + new).expand(batch, new).contiguous())
@@ -206,6 +233,8 @@ def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) 
     for name in inputs:
         if name in ("input_ids", "position_ids"):
             axes[name] = {0: BATCH} if layout.recurrent else {0: BATCH, 1: SEQUENCE}
+        elif name == "attention_mask" and layout.kind == "none":
+            axes[name] = {0: BATCH, 1: SEQUENCE}
         elif name == "attention_mask":
             axes[name] = {0: BATCH, 1: PAST_AND_ONE if layout.recurrent else TOTAL} if layout.step_mask else {0: BATCH}
         else:
@@ -288,57 +317,48 @@ def recording_config(model: Any, eos: tuple[int, ...], pad: int | None, **extra:
 
 
 @contextlib.contextmanager
-def exportable_experts(model: Any, notes: list[str]) -> Iterator[None]:
-    """Mixture-of-experts layers on transformers' ``batched_mm`` experts while exporting; restored after.
-
-    transformers' default ``grouped_mm`` experts call ``torch.ops.transformers.grouped_mm_fallback``
-    under the exporter, which has no ONNX translation; its ``eager`` experts loop over the experts
-    that data selects. ``batched_mm`` gathers each token's top-k experts' weights and runs them as
-    batched MatMuls: only the selected experts' work is computed (top-k of n experts' FLOPs), and
-    every shape stays symbolic. When it switches, ``notes`` says so (once, however many graphs).
-    """
-    can_set = getattr(type(model), "_can_set_experts_implementation", None)
-    if not hasattr(model, "set_experts_implementation") or can_set is None or not can_set():
-        yield
-        return
-    before = model.get_experts_implementation()
-    if set(before.values()) <= {"batched_mm"} or not _has_experts(model):
-        yield
-        return
-    note = (
-        f"mixture-of-experts layers exported on transformers' batched_mm experts (the model runs "
-        f"{before.get('', next(iter(before.values())))!r}, restored after export): each token computes its "
-        "top-k experts only"
-    )
-    if note not in notes:
-        notes.append(note)
-    model.set_experts_implementation("batched_mm")
-    try:
-        yield
-    finally:
-        model.set_experts_implementation(before)
-
-
-def _has_experts(model: Any) -> bool:
-    return any(hasattr(module, "_apply_gate") and hasattr(module, "num_experts") for module in model.modules())
-
-
-@contextlib.contextmanager
 def transformers_patches() -> Iterator[None]:
-    """Transformers' own fixes for torch.onnx while exporting (non-contiguous reshapes, ...), where it has them.
+    """Transformers' own fixes for torch.export and torch.onnx while exporting, where it has them.
 
-    ``transformers.exporters`` (transformers 5) registers reversible patches for the ONNX
-    backend; they are installed only for the duration of the block.
+    ``transformers.exporters`` (transformers 5) registers reversible patches for tracing
+    (``"dynamo"``: export-safe forms of data-dependent model code) and for the ONNX backend
+    (``"onnx"``: complex ``unsqueeze``, ``split``, ...); both are installed only for the
+    duration of the block, as transformers' own ONNX exporter installs them.
     """
     try:
+        importlib.import_module("transformers.exporters.exporter_dynamo")  # registers the tracing patches
         importlib.import_module("transformers.exporters.exporter_onnx")  # registers the ONNX patches
         from transformers.exporters.utils import apply_patches
     except ImportError:
-        patches: Any = contextlib.nullcontext()
-    else:
-        patches = apply_patches("onnx")
-    with patches:
         yield
+        return
+    with apply_patches("dynamo"), apply_patches("onnx"), complex_unsqueeze():
+        yield
+
+
+def transformers_translations() -> dict[Any, Any]:
+    """Transformers' own ONNX translations for ops torchlib lacks or gets wrong, where it has them.
+
+    transformers 5's ONNX exporter passes these to ``torch.onnx.export``: its grouped-experts
+    matmul (``transformers.grouped_mm_fallback``), boolean ``masked_fill``, signed floor
+    division of sizes, ``repeat_interleave`` and others.
+    """
+    try:
+        module = importlib.import_module("transformers.exporters.exporter_onnx")
+    except ImportError:
+        return {}
+    return dict(getattr(module, "_ONNX_TRANSLATION_TABLE", {}))
+
+
+def transformers_ir_fixes(program: Any) -> None:
+    """Transformers' post-export fixes of the graph for onnxruntime (sorted ``TopK``, ...), where it has them."""
+    try:
+        module = importlib.import_module("transformers.exporters.exporter_onnx")
+    except ImportError:
+        return
+    fix = getattr(module, "apply_onnx_ir_fixes", None)
+    if fix is not None:
+        fix(program)
 
 
 def generation_spec(torch: Any, model: Any, sample: Any) -> GenerationSpec:

@@ -25,7 +25,7 @@ from onnxbridge.adapters._hf_decoder import BATCH, export_graph, recording_confi
 from onnxbridge.adapters.pytorch import choose_opset, inference, to_numpy
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._deps import require
-from onnxbridge.core._errors import ExportError, InputError
+from onnxbridge.core._errors import ExportError, InputError, ModelConfigError
 from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 from onnxbridge.generation._spec import GenerationSpec, GreedyRecord
@@ -53,6 +53,7 @@ def export_seq2seq(model: Any, request: ExportRequest, task: str, notes: list[st
         start = model.generation_config.decoder_start_token_id
     if start is None:
         raise ExportError(f"{type(model).__name__} has no decoder_start_token_id in its config; set one to export it.")
+    _check_paired_decoder(model)
     encoder_inputs, text = _encoder_sample(torch, model, request.sample)
     layers = int(getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or 0)
     if not layers:  # a nested decoder config (T5Gemma)
@@ -124,6 +125,23 @@ def export_seq2seq(model: Any, request: ExportRequest, task: str, notes: list[st
     )
 
 
+def _check_paired_decoder(model: Any) -> None:
+    """Refuse an encoder-decoder pair (``EncoderDecoderModel``) whose decoder cannot attend to the encoder."""
+    decoder = getattr(model.config, "decoder", None)
+    if decoder is None or not hasattr(decoder, "add_cross_attention"):
+        return
+    wrong = [f"{name}=False" for name in ("is_decoder", "add_cross_attention") if not getattr(decoder, name, False)]
+    if wrong:
+        raise ModelConfigError(
+            f"{type(model).__name__}'s decoder config has {' and '.join(wrong)}: its decoder "
+            f"{'attends both ways and ' if 'is_decoder=False' in wrong else ''}ignores the encoder, so the pair "
+            "cannot generate from its input. This is the model's configuration, not the export: build it as "
+            "EncoderDecoderModel.from_encoder_decoder_pretrained(...) or EncoderDecoderConfig."
+            "from_encoder_decoder_configs(encoder, decoder) do (they set is_decoder=True and "
+            "add_cross_attention=True), then export."
+        )
+
+
 def _encoder_sample(torch: Any, model: Any, sample: Any) -> tuple[dict[str, Any], bool]:
     """The encoder's inputs (the user's sample, or made up) and whether the model reads text."""
     main = getattr(model, "main_input_name", "input_ids")
@@ -155,6 +173,12 @@ def _encoder_sample(torch: Any, model: Any, sample: Any) -> tuple[dict[str, Any]
 def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int, text: bool) -> tuple[Any, Any]:
     takes_mask = "attention_mask" in inspect.signature(model.forward).parameters and text
     keyword = cache_keyword(model)
+    # The encoder's own output class (NLLB-MoE's and Switch's carry router logits the model reads),
+    # learnt when the encoder wrapper first runs; the decoder hands the hidden states back in it.
+    found: dict[str, Any] = {"output": transformers.modeling_outputs.BaseModelOutput}
+
+    def encoder_output(hidden: Any) -> Any:
+        return found["output"](last_hidden_state=hidden)
 
     def cache(self_pairs: list[tuple[Any, Any]], cross_pairs: list[tuple[Any, Any]]) -> Any:
         own, cross = transformers.DynamicCache(), transformers.DynamicCache()
@@ -174,9 +198,11 @@ def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int
             kwargs = {model.main_input_name: main, **({"attention_mask": mask} if mask is not None else {})}
             encoded = self.model.get_encoder()(**kwargs)
             hidden = encoded[0] if isinstance(encoded, tuple) else encoded.last_hidden_state  # return_dict=False
+            if isinstance(encoded, transformers.utils.ModelOutput):
+                found["output"] = type(encoded)
             first = torch.full((main.shape[0], 1), start, dtype=torch.long)
             out = self.model(
-                encoder_outputs=transformers.modeling_outputs.BaseModelOutput(last_hidden_state=hidden),
+                encoder_outputs=encoder_output(hidden),
                 decoder_input_ids=first,
                 use_cache=True,
                 **{keyword: cache([], [])},
@@ -196,7 +222,7 @@ def _wrappers(torch: Any, transformers: Any, model: Any, start: int, layers: int
             own = [(past[4 * i], past[4 * i + 1]) for i in range(layers)]
             cross = [(past[4 * i + 2], past[4 * i + 3]) for i in range(layers)]
             out = self.model(
-                encoder_outputs=transformers.modeling_outputs.BaseModelOutput(last_hidden_state=hidden),
+                encoder_outputs=encoder_output(hidden),
                 decoder_input_ids=ids,
                 use_cache=True,
                 **{keyword: cache(own, cross)},

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxbridge.adapters._torch_onnx_fixes import exact_constant_rules
+from onnxbridge.adapters._torch_onnx_fixes import exact_constant_rules, translations
 from onnxbridge.core._axes import DynamicAxes, axes_by_dim, normalize_dynamic_axes
 from onnxbridge.core._deps import require
 from onnxbridge.core._errors import ExportError, InputError, config_fault, first_line
@@ -339,6 +339,7 @@ def _run_exporter(
     by_exporter_name = {original.final(n): n for n in original.names}
     input_axes = {by_exporter_name[n]: d for n, d in axes.items() if n in by_exporter_name}
     if attempt == DYNAMO:
+        table = {**translations(), **extra.pop("custom_translation_table", {})}
         program = torch.onnx.export(
             model,
             sample.args,
@@ -349,6 +350,7 @@ def _run_exporter(
             output_names=out_names,
             opset_version=opset,
             dynamic_shapes=_dynamic_shapes(torch, sample, input_axes) if input_axes else None,
+            custom_translation_table=table or None,
             **extra,
         )
         return program.model_proto

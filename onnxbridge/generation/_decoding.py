@@ -40,7 +40,10 @@ class Decoder:
 
     def __init__(self, session: Session) -> None:
         names = list(session.input_names)
-        self.cache = cache_pairs(session, ("input_ids", "attention_mask"))
+        self.cache = cache_pairs(session, ("input_ids", "attention_mask"), whole_sequence=True)
+        # No cache inputs: a model that keeps no cache (GPT-1, XLNet); each step feeds the whole sequence.
+        self.whole_sequence = not self.cache
+        self.tokens = np.zeros((0, 0), dtype=np.int64)
         self.session = session.ort_session
         self.position_ids = "position_ids" in names
         shapes = {s.name: s.shape for s in session.inputs}
@@ -63,11 +66,16 @@ class Decoder:
         self.mask = attention_mask
         self.past = start_cache(self.empty, attention_mask.shape[0])
         self.seen = 0
+        self.tokens = np.zeros((attention_mask.shape[0], 0), dtype=np.int64)
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Logits for the last position ``(batch, vocab)``; the cache and mask move on by ``input_ids``."""
         if self.mask.shape[1] < self.seen + input_ids.shape[1]:  # one new token per row
             self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), dtype=np.int64)], axis=1)
+        if self.whole_sequence:
+            self.tokens = np.concatenate([self.tokens, input_ids], axis=1)
+            self.seen = 0
+            return self._run(self.tokens)
         if not self.one_token:
             return self._run(input_ids)
         if self.seen == 0 and not self.mask[:, : input_ids.shape[1]].all():
@@ -123,8 +131,12 @@ class Decoder:
         return logits
 
 
-def cache_pairs(session: Session, required: Sequence[str]) -> list[tuple[str, str]]:
-    """(input, output) name pairs of the self-attention cache; :class:`InputError` if the graph cannot generate."""
+def cache_pairs(session: Session, required: Sequence[str], *, whole_sequence: bool = False) -> list[tuple[str, str]]:
+    """(input, output) name pairs of the self-attention cache; :class:`InputError` if the graph cannot generate.
+
+    With ``whole_sequence``, a graph without cache inputs is accepted (no pairs): it is run on
+    the whole sequence at every step.
+    """
     names = list(session.input_names)
     outputs = set(session.output_names)
     pairs = [
@@ -132,7 +144,7 @@ def cache_pairs(session: Session, required: Sequence[str]) -> list[tuple[str, st
         for name in names
         if name.startswith(PAST) and not name.endswith((".encoder.key", ".encoder.value"))
     ]
-    missing = [] if pairs else ["past_key_values.* inputs"]
+    missing = [] if pairs or whole_sequence else ["past_key_values.* inputs"]
     missing += [n for n in required if n not in names]
     missing += [n for n in ["logits", *(out for _, out in pairs)] if n not in outputs]
     if missing:
