@@ -13,11 +13,14 @@ indexed attention          ``key``, ``value``, ``indexer``              as atten
 state space / linear       ``conv`` (and ``conv.{k}``), ``recurrent``   fixed: the layer's conv window and
 attention (``LinearAttention``)  (and ``recurrent.{k}``)                 recurrent state (replaced each step)
 hybrid layers              both of the above                            as above
+MiniMax's ``linear_cache``  ``recurrent``                               fixed: heads x head size x head size
 =========================  ===========================================  ==============================
 
 A wrapper rebuilds the model's own cache from the flat tensors with the calls the model makes
 itself (``DynamicCache.update`` for attention; the layer's ``lazy_initialization`` and state
-tensors for linear attention), runs the model unchanged and returns every part flat again.
+tensors for linear attention; ``set_linear_cache`` for MiniMax), runs the model unchanged and
+returns every part flat again. A model that keeps no cache at all (GPT-1, XLM, XLNet) becomes a
+graph over the whole sequence, run again at every step as transformers runs it.
 """
 
 from __future__ import annotations
