@@ -300,3 +300,18 @@ def test_a_config_attribute_the_model_s_code_reads_but_its_config_lacks_is_named
     assert "model.config.scale" in str(caught.value)
     model.config.scale = 2.0  # what the message says to do
     assert_parity(ob.export(model, torch.randn(2, 4)).validate(), cases=1)
+
+
+def test_a_decoder_whose_code_branches_on_the_past_s_length_gets_a_graph_for_the_prompt(tmp_path):
+    """GIT widens its mask over image tokens only once there is a past: one traced graph is wrong for the prompt."""
+    model = tiny_lm("git")
+    art = ob.export(model)
+    branches = [node for node in art.model.graph.node if node.op_type == "If"]
+    assert len(branches) == 1  # the prompt's graph and the step's, chosen by the past's length
+    assert any("takes another path on the prompt" in note for note in art.export_notes)
+    assert_generation(art.validate())
+    ids, mask = hf_zoo.prompts(hf_zoo.VOCAB, (1, 4, 10), seed=9)  # padded rows are where the paths differ
+    want = _hf_tokens(model, ids, mask)
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=STEPS), want)
+    art.save(tmp_path / "git.onnx")  # the branches' own weights and constants survive a file
+    np.testing.assert_array_equal(ob.load(tmp_path / "git.onnx").generate(ids, mask, max_new_tokens=STEPS), want)

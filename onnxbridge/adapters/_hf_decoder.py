@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import inspect
 import re
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge.adapters import _hf_cache
+from onnxbridge.adapters import _hf_cache, _hf_first_step
 from onnxbridge.adapters._hf_experts import exportable_experts
 from onnxbridge.adapters._torch_onnx_fixes import complex_unsqueeze, exact_constant_rules, translations
 from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
@@ -32,6 +33,7 @@ from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 from onnxbridge.generation._spec import GenerationSpec, GreedyRecord, ModelSettings
 from onnxbridge.graph import _graph
+from onnxbridge.graph._branches import first_step_branch
 
 BATCH, SEQUENCE, PAST = "batch_size", "sequence_length", "past_sequence_length"
 TOTAL = f"{PAST} + {SEQUENCE}"
@@ -54,29 +56,41 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
     axes = _axes(names, out_names, layout)
     opset = choose_opset(request.opset)
     step = _hf_cache.step_module(torch, transformers, model, layout, position_ids)
-    proto = export_graph(
-        torch,
-        step,
-        sample,
-        names,
-        out_names,
-        axes,
-        opset,
-        notes,
-        what=f"{type(model).__name__} {'with its cache' if layout.slots else '(it keeps no cache)'}",
-        hint="or export without the cache (a sample and task='feature-extraction')",
-        extra=dict(request.options.get("export_kwargs", {})),
-        model=model,
-        fixed_hint=(
-            f"{type(model).__name__} keeps no cache that transformers can hand over, and its forward() loops over "
-            "the sequence in Python (a recurrent scan over its own state), so the exporter unrolls it to the "
-            "sample's length: no graph can take prompts of any length. Export it at one fixed length instead, "
-            "ob.export(model, sample, task='feature-extraction') with no dynamic_axes (logits for every position "
-            "of inputs exactly the sample's shape), or generate with transformers"
-            if layout.kind == "none"
-            else ""
-        ),
-    )
+    extra = dict(request.options.get("export_kwargs", {}))
+    what = f"{type(model).__name__} {'with its cache' if layout.slots else '(it keeps no cache)'}"
+    export = functools.partial(export_graph, torch, opset=opset, notes=notes, what=what, extra=extra, model=model)
+    try:
+        proto = export(
+            step,
+            sample,
+            names,
+            out_names,
+            axes,
+            hint="or export without the cache (a sample and task='feature-extraction')",
+            fixed_hint=(
+                f"{type(model).__name__} keeps no cache that transformers can hand over, and its forward() loops over "
+                "the sequence in Python (a recurrent scan over its own state), so the exporter unrolls it to the "
+                "sample's length: no graph can take prompts of any length. Export it at one fixed length instead, "
+                "ob.export(model, sample, task='feature-extraction') with no dynamic_axes (logits for every position "
+                "of inputs exactly the sample's shape), or generate with transformers"
+                if layout.kind == "none"
+                else ""
+            ),
+        )
+    except ExportError as error:
+        if not _hf_first_step.applies(layout):
+            raise
+        # Several new tokens cannot be traced with a past (ProphetNet asserts one): a one-token step graph
+        # beside a graph for the prompt, or the first error if that fails too.
+        sample = _sample(torch, model, layout, position_ids, new=1)
+        try:
+            proto = export(step, sample, names, out_names, _axes(names, out_names, layout, one_token=True))
+            proto = _with_first_step(torch, step, proto, layout, position_ids, export, axes)
+        except ExportError:
+            raise error from None
+    else:
+        if _hf_first_step.applies(layout) and _hf_first_step.prompt_differs(torch, step, proto, layout, position_ids):
+            proto = _with_first_step(torch, step, proto, layout, position_ids, export, axes)
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
 
     def reference(inputs: Feeds) -> Feeds:
@@ -92,7 +106,7 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
             f"sliding-window attention (window {layout.window}): the graph keeps the whole past, which matches the "
             f"model up to {layout.window} tokens; generate() refuses longer sequences"
         )
-    notes.append(_cache_note(layout))
+    notes.append(_cache_note(layout, joined=_hf_first_step.NOTE in notes))
     return Exported(
         model=proto,
         framework="transformers",
@@ -108,7 +122,33 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
     )
 
 
-def _cache_note(layout: _hf_cache.CacheLayout) -> str:
+def _with_first_step(
+    torch: Any,
+    step: Any,
+    proto: Any,
+    layout: _hf_cache.CacheLayout,
+    position_ids: bool,
+    export: Any,
+    axes: DynamicAxes,
+) -> Any:
+    """``proto`` joined with a graph traced on the prompt (an empty past), chosen by the past's length."""
+    module, sample, names = _hf_first_step.first_step_graph(torch, step, layout, position_ids)
+    outputs = ["logits", *layout.output_names()]
+    first_axes: DynamicAxes = {name: {0: BATCH, 1: SEQUENCE} for name in names}
+    growing = {f"present.{slot.suffix}": slot.axis for slot in layout.slots if slot.axis is not None}
+    for name in outputs:
+        first_axes[name] = {0: BATCH, growing[name]: SEQUENCE} if name in growing else {0: BATCH}
+    first = export(module, sample, names, outputs, first_axes)
+    past, axis = _hf_first_step.growing_input(layout)
+    joined = first_step_branch(proto, first, past, axis)
+    fixed = _graph.declare_axes(joined, axes)
+    if fixed:
+        raise ExportError("the joined first-step and step graphs fixed dynamic axes: " + "; ".join(fixed))
+    export.keywords["notes"].append(_hf_first_step.NOTE)
+    return joined
+
+
+def _cache_note(layout: _hf_cache.CacheLayout, *, joined: bool = False) -> str:
     if layout.kind == "none":
         return (
             "exported without a cache: the model keeps none (transformers' generate() recomputes the whole sequence "
@@ -131,7 +171,8 @@ def _cache_note(layout: _hf_cache.CacheLayout) -> str:
         "one token per step, transformers' recurrent form (generate() feeds the prompt token by token from zero "
         "states, which is what the full-sequence form computes)"
         if layout.recurrent
-        else "one graph for the first step (empty past) and later ones"
+        else "one model for the first step (empty past) and later ones"
+        + (" (two graphs inside it, chosen by the past's length)" if joined else "")
     )
     return f"exported with the cache: {'; '.join(parts)}; {how}; logits for the last position only"
 
@@ -222,7 +263,11 @@ def _sample(torch: Any, model: Any, layout: _hf_cache.CacheLayout, position_ids:
     return tensors
 
 
-def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) -> DynamicAxes:
+def _axes(
+    inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout, one_token: bool | None = None
+) -> DynamicAxes:
+    """Each input's and output's named axes; ``one_token`` (default: the layout is recurrent) fixes 1 new token."""
+    one_token = layout.recurrent if one_token is None else one_token
     growing = {
         f"{prefix}.{slot.suffix}": slot.axis
         for slot in layout.slots
@@ -232,11 +277,11 @@ def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) 
     axes: DynamicAxes = {}
     for name in inputs:
         if name in ("input_ids", "position_ids"):
-            axes[name] = {0: BATCH} if layout.recurrent else {0: BATCH, 1: SEQUENCE}
+            axes[name] = {0: BATCH} if one_token else {0: BATCH, 1: SEQUENCE}
         elif name == "attention_mask" and layout.kind == "none":
             axes[name] = {0: BATCH, 1: SEQUENCE}
         elif name == "attention_mask":
-            axes[name] = {0: BATCH, 1: PAST_AND_ONE if layout.recurrent else TOTAL} if layout.step_mask else {0: BATCH}
+            axes[name] = {0: BATCH, 1: PAST_AND_ONE if one_token else TOTAL} if layout.step_mask else {0: BATCH}
         else:
             axes[name] = {0: BATCH, growing[name]: PAST} if name in growing else {0: BATCH}
     for name in outputs:
