@@ -59,38 +59,25 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
     extra = dict(request.options.get("export_kwargs", {}))
     what = f"{type(model).__name__} {'with its cache' if layout.slots else '(it keeps no cache)'}"
     export = functools.partial(export_graph, torch, opset=opset, notes=notes, what=what, extra=extra, model=model)
-    try:
-        proto = export(
-            step,
-            sample,
-            names,
-            out_names,
-            axes,
-            hint="or export without the cache (a sample and task='feature-extraction')",
-            fixed_hint=(
-                f"{type(model).__name__} keeps no cache that transformers can hand over, and its forward() loops over "
-                "the sequence in Python (a recurrent scan over its own state), so the exporter unrolls it to the "
-                "sample's length: no graph can take prompts of any length. Export it at one fixed length instead, "
-                "ob.export(model, sample, task='feature-extraction') with no dynamic_axes (logits for every position "
-                "of inputs exactly the sample's shape), or generate with transformers"
-                if layout.kind == "none"
-                else ""
-            ),
-        )
-    except ExportError as error:
-        if not _hf_first_step.applies(layout):
-            raise
-        # Several new tokens cannot be traced with a past (ProphetNet asserts one): a one-token step graph
-        # beside a graph for the prompt, or the first error if that fails too.
-        sample = _sample(torch, model, layout, position_ids, new=1)
-        try:
-            proto = export(step, sample, names, out_names, _axes(names, out_names, layout, one_token=True))
-            proto = _with_first_step(torch, step, proto, layout, position_ids, export, axes)
-        except ExportError:
-            raise error from None
-    else:
-        if _hf_first_step.applies(layout) and _hf_first_step.prompt_differs(torch, step, proto, layout, position_ids):
-            proto = _with_first_step(torch, step, proto, layout, position_ids, export, axes)
+    proto = export(
+        step,
+        sample,
+        names,
+        out_names,
+        axes,
+        hint="or export without the cache (a sample and task='feature-extraction')",
+        fixed_hint=(
+            f"{type(model).__name__} keeps no cache that transformers can hand over, and its forward() loops over "
+            "the sequence in Python (a recurrent scan over its own state), so the exporter unrolls it to the "
+            "sample's length: no graph can take prompts of any length. Export it at one fixed length instead, "
+            "ob.export(model, sample, task='feature-extraction') with no dynamic_axes (logits for every position "
+            "of inputs exactly the sample's shape), or generate with transformers"
+            if layout.kind == "none"
+            else ""
+        ),
+    )
+    if _hf_first_step.applies(layout) and _hf_first_step.prompt_differs(torch, step, proto, layout, position_ids):
+        proto = _with_first_step(torch, step, proto, layout, position_ids, export, axes)
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
 
     def reference(inputs: Feeds) -> Feeds:
@@ -263,11 +250,9 @@ def _sample(torch: Any, model: Any, layout: _hf_cache.CacheLayout, position_ids:
     return tensors
 
 
-def _axes(
-    inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout, one_token: bool | None = None
-) -> DynamicAxes:
-    """Each input's and output's named axes; ``one_token`` (default: the layout is recurrent) fixes 1 new token."""
-    one_token = layout.recurrent if one_token is None else one_token
+def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) -> DynamicAxes:
+    """Each input's and output's named axes (one new token per step for recurrent layouts)."""
+    one_token = layout.recurrent
     growing = {
         f"{prefix}.{slot.suffix}": slot.axis
         for slot in layout.slots

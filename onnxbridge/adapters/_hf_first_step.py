@@ -2,10 +2,8 @@
 
 The step graph is traced with a past of 5 tokens. Where a model's Python code takes another path
 when the past is empty (GIT widens its attention mask over image tokens only once there is a
-past; ProphetNet's decoder asserts one token per step with a cache and masks differently), that
-graph is wrong for the prompt, or cannot be traced for several tokens at all. Then a second graph
-is traced on the prompt with an empty cache, and the two are joined by an ONNX ``If`` on the
-past's length (:func:`onnxbridge.graph._branches.first_step_branch`): the model's inputs and
+past), that graph is wrong for the prompt. Then a second graph is traced on the prompt with an
+empty cache, and the two are joined by an ONNX ``If`` on the past's length (:func:`onnxbridge.graph._branches.first_step_branch`): the model's inputs and
 outputs stay those of one step graph, so ``generate()`` and validation do not change.
 """
 
