@@ -78,6 +78,7 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
     )
     if _hf_first_step.applies(layout) and _hf_first_step.prompt_differs(torch, step, proto, layout, position_ids):
         proto = _with_first_step(torch, step, proto, layout, position_ids, export, axes)
+        notes.append(_hf_first_step.NOTE)
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
 
     def reference(inputs: Feeds) -> Feeds:
@@ -131,7 +132,6 @@ def _with_first_step(
     fixed = _graph.declare_axes(joined, axes)
     if fixed:
         raise ExportError("the joined first-step and step graphs fixed dynamic axes: " + "; ".join(fixed))
-    export.keywords["notes"].append(_hf_first_step.NOTE)
     return joined
 
 
@@ -237,7 +237,7 @@ def _sample(torch: Any, model: Any, layout: _hf_cache.CacheLayout, position_ids:
     batch, past = 2, 5 if layout.slots else 0
     generator = torch.Generator().manual_seed(0)
     vocab = int(model.config.get_text_config().vocab_size)
-    width = new if layout.kind == "none" or not layout.step_mask else past + new
+    width = past + new if layout.step_mask else new  # no past without a cache
     tensors = [
         torch.randint(0, vocab, (batch, new), generator=generator),
         torch.ones((batch, width), dtype=torch.long),
@@ -252,7 +252,6 @@ def _sample(torch: Any, model: Any, layout: _hf_cache.CacheLayout, position_ids:
 
 def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) -> DynamicAxes:
     """Each input's and output's named axes (one new token per step for recurrent layouts)."""
-    one_token = layout.recurrent
     growing = {
         f"{prefix}.{slot.suffix}": slot.axis
         for slot in layout.slots
@@ -262,11 +261,11 @@ def _axes(inputs: list[str], outputs: list[str], layout: _hf_cache.CacheLayout) 
     axes: DynamicAxes = {}
     for name in inputs:
         if name in ("input_ids", "position_ids"):
-            axes[name] = {0: BATCH} if one_token else {0: BATCH, 1: SEQUENCE}
+            axes[name] = {0: BATCH} if layout.recurrent else {0: BATCH, 1: SEQUENCE}
         elif name == "attention_mask" and layout.kind == "none":
             axes[name] = {0: BATCH, 1: SEQUENCE}
         elif name == "attention_mask":
-            axes[name] = {0: BATCH, 1: PAST_AND_ONE if one_token else TOTAL} if layout.step_mask else {0: BATCH}
+            axes[name] = {0: BATCH, 1: PAST_AND_ONE if layout.recurrent else TOTAL} if layout.step_mask else {0: BATCH}
         else:
             axes[name] = {0: BATCH, growing[name]: PAST} if name in growing else {0: BATCH}
     for name in outputs:
@@ -366,6 +365,14 @@ def transformers_patches() -> Iterator[None]:
         yield
 
 
+def _transformers_onnx() -> Any:
+    """Transformers' own ONNX exporter module (transformers 5), or ``None`` where it has none."""
+    try:
+        return importlib.import_module("transformers.exporters.exporter_onnx")
+    except ImportError:
+        return None
+
+
 def transformers_translations() -> dict[Any, Any]:
     """Transformers' own ONNX translations for ops torchlib lacks or gets wrong, where it has them.
 
@@ -373,20 +380,12 @@ def transformers_translations() -> dict[Any, Any]:
     matmul (``transformers.grouped_mm_fallback``), boolean ``masked_fill``, signed floor
     division of sizes, ``repeat_interleave`` and others.
     """
-    try:
-        module = importlib.import_module("transformers.exporters.exporter_onnx")
-    except ImportError:
-        return {}
-    return dict(getattr(module, "_ONNX_TRANSLATION_TABLE", {}))
+    return dict(getattr(_transformers_onnx(), "_ONNX_TRANSLATION_TABLE", {}))
 
 
 def transformers_ir_fixes(program: Any) -> None:
     """Transformers' post-export fixes of the graph for onnxruntime (sorted ``TopK``, ...), where it has them."""
-    try:
-        module = importlib.import_module("transformers.exporters.exporter_onnx")
-    except ImportError:
-        return
-    fix = getattr(module, "apply_onnx_ir_fixes", None)
+    fix = getattr(_transformers_onnx(), "apply_onnx_ir_fixes", None)
     if fix is not None:
         fix(program)
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from onnxbridge.adapters import _hf_cache
 from onnxbridge.adapters.pytorch import inference
+from onnxbridge.generation._check import row_scale
+from onnxbridge.generation._decoding import positions
 
 __all__ = ["applies", "first_step_graph", "prompt_differs"]
 
@@ -49,11 +51,10 @@ def prompt_differs(torch: Any, step: Any, proto: Any, layout: _hf_cache.CacheLay
     except TypeError:  # bfloat16 has no numpy dtype: no check (the generation check still runs)
         return False
     ids = np.array([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13]], dtype=np.int64)
-    mask = (ids != 0).astype(np.int64)
-    mask[1] = 1
+    mask = np.array([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
     feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
     if position_ids:
-        feeds["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0) * mask
+        feeds["position_ids"] = positions(mask, ids.shape[1])  # as generate() counts them
     for slot in layout.slots:
         shape = tuple(0 if slot.grows and axis == slot.axis else size for axis, size in enumerate(slot.shape, 1))
         feeds[f"past_key_values.{slot.suffix}"] = np.zeros((2, *shape), dtype=dtype)
@@ -63,8 +64,7 @@ def prompt_differs(torch: Any, step: Any, proto: Any, layout: _hf_cache.CacheLay
         return True
     with inference(step):
         want = step(*(torch.from_numpy(value) for value in feeds.values()))[0][:, -1].float().numpy()
-    scale = np.abs(want).max(axis=-1, keepdims=True)
-    return bool((np.abs(got - want) > 1e-5 + 1e-3 * scale).any())
+    return bool((np.abs(got - want) > 1e-5 + 1e-3 * row_scale(want)).any())
 
 
 def first_step_graph(torch: Any, step: Any, layout: _hf_cache.CacheLayout, position_ids: bool) -> tuple[Any, ...]:

@@ -65,7 +65,7 @@ def check_generation(
     for step, (mine, theirs) in enumerate(zip(generated.logits, record.logits, strict=False)):
         diff = np.where(mine == theirs, 0.0, np.abs(mine.astype(np.float64) - theirs))  # equal infinities agree
         worst = max(worst, float(diff.max()))
-        bad = diff > atol + rtol * _row_scale(theirs)
+        bad = diff > atol + rtol * row_scale(theirs)
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
             return Check(
@@ -79,7 +79,7 @@ def check_generation(
     )
 
 
-def _row_scale(logits: np.ndarray) -> np.ndarray:
+def row_scale(logits: np.ndarray) -> np.ndarray:
     """Each row's largest finite magnitude, per row: the scale a logit's error is judged at.
 
     A token is chosen from a whole row (softmax does not change when the row shifts), so an
