@@ -8,14 +8,14 @@ PY := $(VENV)/bin/python
 # onnxruntime-web for the browser tests, the version the generated pages pin (onnxbridge/checks/_web_check.py).
 ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)"  .*/\1/p' onnxbridge/checks/_web_check.py)
 ORT_WEB := $(VENV)/web/node_modules/onnxruntime-web/dist
-EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,ray,spark,dev
+EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,genai,ray,spark,dev
 
 # The promise "pip install onnxbridge works without any framework", tested: the tests marked `core`
 # run in a second venv with only the core dependencies (plus pytest and hypothesis), next to VENV.
 # Every other test module must skip, not error, when its framework is missing there.
 CORE_VENV ?= $(VENV)-core
 
-.PHONY: venv web-runtime web-bench-runtime demo test test-fast test-core lint docs dist bench census clean
+.PHONY: venv web-runtime web-bench-runtime transformers-js demo test test-fast test-core lint docs dist bench census clean
 
 venv:
 	python3 scripts/ensure_venv.py $(VENV) $(EXTRAS)
@@ -47,6 +47,15 @@ web-bench-runtime: venv
 		|| npm install --prefix $(VENV)/web --no-audit --no-fund --silent \
 			@tensorflow/tfjs@$(TFJS_VERSION) @tensorflow/tfjs-backend-wasm@$(TFJS_VERSION)
 
+# transformers.js under Node.js, for the tests that load a save(layout="transformers.js") folder in it.
+# onnxruntime-node's install script would download CUDA files; its CPU binaries ship in the package.
+TRANSFORMERS_JS_VERSION := 4.3.2
+TRANSFORMERS_JS := $(VENV)/transformers-js/node_modules/@huggingface/transformers
+transformers-js: venv
+	@grep -q '"version": "$(TRANSFORMERS_JS_VERSION)"' $(TRANSFORMERS_JS)/package.json 2>/dev/null \
+		|| ONNXRUNTIME_NODE_INSTALL=skip npm install --prefix $(VENV)/transformers-js --no-audit --no-fund --silent \
+			@huggingface/transformers@$(TRANSFORMERS_JS_VERSION)
+
 test-core:
 	python3 scripts/ensure_venv.py $(CORE_VENV) test
 	$(CORE_VENV)/bin/python -m pytest -p no:cacheprovider -m core
@@ -54,12 +63,12 @@ test-core:
 # Two workers, each taking whole test files (module fixtures are built once): most of the suite's
 # time is single-threaded Python (tracing, converting, starting interpreters), so two workers on
 # two cores take about two thirds of the time of one.
-test: lint docs dist web-runtime test-core
-	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest -n 2 --dist loadfile
+test: lint docs dist web-runtime transformers-js test-core
+	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) ONNXBRIDGE_TRANSFORMERS_JS=$(TRANSFORMERS_JS) $(PY) -m pytest -n 2 --dist loadfile
 
 # The fast tier, before every commit: lint, types and every test not marked slow (under 4 minutes).
-test-fast: lint web-runtime
-	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) $(PY) -m pytest -n 2 --dist loadfile -m "not slow"
+test-fast: lint web-runtime transformers-js
+	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) ONNXBRIDGE_TRANSFORMERS_JS=$(TRANSFORMERS_JS) $(PY) -m pytest -n 2 --dist loadfile -m "not slow"
 
 bench: venv web-runtime web-bench-runtime
 	$(PY) benchmarks/bench_core.py

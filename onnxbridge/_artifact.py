@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
 from onnxbridge.checks import _validation
 from onnxbridge.core._axes import DynamicAxes
-from onnxbridge.core._types import Reference, ReferenceFn
+from onnxbridge.core._errors import InputError
+from onnxbridge.core._types import Reference, ReferenceFn, SourceFiles
+from onnxbridge.deploy import _layouts
 from onnxbridge.exporting import _describe
 from onnxbridge.exporting._adapter import Exported
 from onnxbridge.generation import _check, _loop
 from onnxbridge.generation._spec import GenerationKwargs, GenerationOptions, GenerationSpec
 from onnxbridge.graph import _files, _graph, _metadata, _scratch
-from onnxbridge.quantize._options import QuantizeOptions
+from onnxbridge.quantize._options import QuantizeKwargs, QuantizeOptions
 from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, QuantizationReport
 from onnxbridge.running._feeds import as_feeds
 from onnxbridge.running._session import Session
@@ -51,6 +53,8 @@ class Artifact:
         generation: For a decoder exported with ``task="text-generation"``: its special tokens
             and the source's greedy tokens on fixed prompts; ``None`` otherwise.
         labels: Class names of classifier outputs, ``{output: [name per column]}``, or ``None``.
+        source_files: The source's own settings files (transformers' ``config.json`` and
+            ``generation_config.json``) that :meth:`save` writes into runtime folders, or ``None``.
     """
 
     def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
@@ -71,6 +75,7 @@ class Artifact:
         self.optimization: OptimizationReport | None = None
         self.generation: GenerationSpec | None = exported.generation
         self.labels: dict[str, list[str]] | None = exported.labels
+        self.source_files: SourceFiles | None = exported.source_files
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -175,23 +180,7 @@ class Artifact:
         return self.validation
 
     # -- quantization ---------------------------------------------------------------------
-    def quantize(
-        self,
-        mode: QuantizationMode | str,
-        *,
-        calibration: Any = None,
-        method: str = "minmax",
-        per_channel: bool | None = None,
-        op_types: Sequence[str] | None = None,
-        exclude: Iterable[str] = (),
-        tolerance: Mapping[str, float] | None = None,
-        train: Callable[[Any], Any] | None = None,
-        keep_io_types: bool = True,
-        objective: str = "latency",
-        allow_slower: bool = False,
-        bits: int = 8,
-        block_size: int = 32,
-    ) -> Artifact:
+    def quantize(self, mode: QuantizationMode | str, **options: Unpack[QuantizeKwargs]) -> Artifact:
         """A quantized copy of this artifact, measured against it.
 
         Args:
@@ -233,22 +222,7 @@ class Artifact:
             InputError: Unknown mode or tolerance, or calibration data that does not fit the model.
             QuantizationError: The tolerance cannot be met, or a quantization tool failed.
         """
-        options = QuantizeOptions.of(
-            mode,
-            calibration=calibration,
-            method=method,
-            per_channel=per_channel,
-            op_types=op_types,
-            exclude=exclude,
-            tolerance=tolerance,
-            train=train,
-            keep_io_types=keep_io_types,
-            objective=objective,
-            allow_slower=allow_slower,
-            bits=bits,
-            block_size=block_size,
-        )
-        return self._quantized(options)
+        return self._quantized(QuantizeOptions.of(mode, **options))
 
     def _quantized(self, options: QuantizeOptions) -> Artifact:
         """:meth:`quantize` with its options checked (what a pair calls for each of its graphs)."""
@@ -367,6 +341,7 @@ class Artifact:
             properties={**self.properties, **properties},
             generation=self.generation,
             labels=self.labels,
+            source_files=self.source_files,
         )
         child = Artifact(exported)
         child.parent = self
@@ -495,21 +470,41 @@ class Artifact:
         return self._file.path(self.model)
 
     # -- files ----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None, reference: bool = True) -> Path:
-        """Write a standard ``.onnx`` file, atomically, with onnxbridge's facts as metadata.
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        external_data: bool | None = None,
+        reference: bool = True,
+        layout: str | None = None,
+        tokenizer: Any = None,
+    ) -> Path:
+        """Write a standard ``.onnx`` file, or a folder a runtime loads, atomically, with onnxbridge's facts.
 
         Args:
-            path: Destination file.
-            external_data: Store weights in ``<name>.data`` beside the model. ``None``
-                does so only past protobuf's 2 GB limit.
-            reference: Embed the export sample and the source's outputs on it (when
-                under 1 MiB) so a loaded artifact can still check numeric parity.
+            path: Destination file; a folder (created if missing) with ``layout``.
+            external_data: Store weights in ``<name>.data`` beside the model; ``None``: only past 2 GB.
+            reference: Embed the export sample and the source's outputs on it (when under 1 MiB),
+                so a loaded artifact can still check numeric parity.
+            layout: ``"genai"``, ``"transformers.js"`` or ``"optimum"``: a folder with the graph and
+                every settings file that runtime reads, tokenizer files copied from the model's
+                folder (see ``docs/files.md``).
+            tokenizer: A transformers tokenizer whose files go into the ``layout`` folder.
 
         Returns:
-            The path written.
+            The file (or folder) written.
+
+        Raises:
+            UnsupportedSettingError: The layout's runtime cannot run this graph, or it needs the
+                transformers config this artifact lacks.
         """
         _metadata.write(self.model, self._file_facts(reference))
-        return _files.save_model(self.model, path, external_data=external_data)
+        if layout is None:
+            if tokenizer is not None:
+                raise InputError("tokenizer= goes with layout=...: a single .onnx file has no place for it.")
+            return _files.save_model(self.model, path, external_data=external_data)
+        facts = {"generation": self.generation, "source": self.source_files, "tokenizer": tokenizer}
+        return _layouts.write(path, layout, self.model, external_data=external_data, **facts)
 
     def _file_facts(self, reference: bool) -> _metadata.FileFacts:
         """What :meth:`save` records in the file (``reference``: the export sample and the source's outputs)."""
@@ -529,10 +524,14 @@ class Artifact:
             generation=self.generation.to_json() if self.generation is not None else None,
             labels=self.labels,
             reference=recorded,
+            source_files=self.source_files.to_json() if self.source_files is not None else None,
         )
 
 
 def load(path: str | os.PathLike[str]) -> Artifact:
     """An ``.onnx`` file as an :class:`Artifact` (public: :func:`onnxbridge.load`, which also reads folders)."""
     source = Path(path)
-    return Artifact(_describe.describe_onnx(_files.load_model(source)), path=source)
+    unchecked: list[str] = []
+    exported = _describe.describe_onnx(_files.load_model(source, notes=unchecked))
+    exported.notes.extend(note for note in unchecked if note not in exported.notes)
+    return Artifact(exported, path=source)

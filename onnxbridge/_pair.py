@@ -35,7 +35,7 @@ from onnxbridge.generation import _check, _loop
 from onnxbridge.generation._decoding import Generated
 from onnxbridge.generation._spec import GREEDY, GenerationKwargs, GenerationOptions, GenerationSpec, GreedyRecord
 from onnxbridge.graph import _files
-from onnxbridge.quantize._options import QuantizeOptions
+from onnxbridge.quantize._options import QuantizeKwargs, QuantizeOptions
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -248,7 +248,7 @@ class EncoderDecoderArtifact:
         ).tokens
 
     # -- derived pairs --------------------------------------------------------------------
-    def quantize(self, mode: QuantizationMode | str, **options: Any) -> EncoderDecoderArtifact:
+    def quantize(self, mode: QuantizationMode | str, **options: Unpack[QuantizeKwargs]) -> EncoderDecoderArtifact:
         """Quantize both graphs with the same mode and options (see :meth:`Artifact.quantize`).
 
         Each graph's report is on ``result.encoder.quantization`` / ``result.decoder.quantization``;

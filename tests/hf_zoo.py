@@ -244,3 +244,22 @@ def prompts(vocab: int, lengths: tuple[int, ...] = (3, 9), seed: int = 0) -> tup
         ids[row, -length:] = rng.integers(4, vocab - 4, size=length)
         mask[row, -length:] = 1
     return ids, mask
+
+
+def tiny_tokenizer(vocab_size: int) -> Any:
+    """A fast tokenizer of ``vocab_size`` entries (special tokens, bytes, made-up words), built offline.
+
+    Byte fallback makes any text encodable; saved with ``save_pretrained`` it is the
+    ``tokenizer.json`` a runtime folder carries.
+    """
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{b:02X}>": 3 + b for b in range(256)}
+    vocab |= {f"w{i}": len(vocab) + i for i in range(max(0, vocab_size - len(vocab)))}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )

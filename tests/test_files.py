@@ -187,3 +187,63 @@ def test_save_removes_temporaries_that_killed_saves_left_and_nothing_else(tmp_pa
     ob.export(_model()).save(tmp_path / "model.onnx")
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".onnxbridge-notes.txt", ".onnxbridge-partial-busy01", "model.onnx"]
+
+
+def _contrib_model(*, broken: bool = False) -> onnx.ModelProto:
+    """RMS normalization as onnxruntime's fusions write it: ``SimplifiedLayerNormalization`` in the
+    standard domain (no ONNX schema) and ``SkipSimplifiedLayerNormalization`` in ``com.microsoft``."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    scale = numpy_helper.from_array(np.array([1.0, 2.0, 0.5, 1.5], dtype=np.float32), "scale")
+    nodes = [
+        helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-6),
+        helper.make_node(
+            "SkipSimplifiedLayerNormalization",
+            ["n", "missing" if broken else "x", "scale"],
+            ["y"],
+            domain="com.microsoft",
+            epsilon=1e-6,
+        ),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[scale])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def test_a_model_with_onnxruntime_contrib_operators_loads_and_says_what_the_checker_skipped(tmp_path):
+    path = tmp_path / "fused.onnx"
+    onnx.save(_contrib_model(), str(path))
+    art = ob.load(path)
+    note = next(n for n in art.export_notes if n.startswith("onnx.checker has no schema"))
+    assert "SimplifiedLayerNormalization ×1 (ai.onnx)" in note
+    assert "SkipSimplifiedLayerNormalization ×1 (com.microsoft)" in note
+    x = np.array([[1.0, -2.0, 3.0, 0.5]], dtype=np.float32)
+    rms = x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-6) * [1.0, 2.0, 0.5, 1.5]
+    want = (rms + x) / np.sqrt(((rms + x) ** 2).mean(-1, keepdims=True) + 1e-6) * [1.0, 2.0, 0.5, 1.5]
+    np.testing.assert_allclose(art.session(providers=["cpu"]).run({"x": x})["y"], want, rtol=1e-5)
+    structure = art.validate(raise_on_failure=False).checks[0]
+    assert structure.passed is True, structure.detail
+    assert "SimplifiedLayerNormalization" in structure.detail
+    # The file itself is unchanged: the nodes stay in their own domains.
+    assert [n.domain for n in onnx.load(str(path)).graph.node] == ["", "com.microsoft"]
+
+
+def test_a_real_fault_beside_contrib_operators_is_still_refused(tmp_path):
+    path = tmp_path / "broken.onnx"
+    onnx.save(_contrib_model(broken=True), str(path))
+    with pytest.raises(ob.ModelFileError, match="missing"):
+        ob.load(path)
+
+
+def test_a_checked_file_with_external_data_and_contrib_operators_leaves_no_temporary(tmp_path):
+    from onnxbridge.graph import _checker
+
+    path = tmp_path / "fused.onnx"
+    onnx.save(_contrib_model(), str(path), save_as_external_data=True, size_threshold=0)
+    assert "SimplifiedLayerNormalization ×1" in _checker.check_model(_contrib_model(), path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnxbridge")]
+    broken = tmp_path / "broken.onnx"
+    onnx.save(_contrib_model(broken=True), str(broken), save_as_external_data=True, size_threshold=0)
+    with pytest.raises(onnx.checker.ValidationError, match="missing"):
+        _checker.check_model(_contrib_model(broken=True), broken)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnxbridge")]

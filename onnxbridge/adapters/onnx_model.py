@@ -11,7 +11,7 @@ from onnxbridge.core._axes import normalize_dynamic_axes
 from onnxbridge.core._errors import ExportError, InputError
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 from onnxbridge.exporting._describe import describe_onnx
-from onnxbridge.graph import _graph
+from onnxbridge.graph import _checker, _graph
 from onnxbridge.graph._files import load_model
 from onnxbridge.running import _capabilities
 from onnxbridge.running._feeds import as_feeds
@@ -61,7 +61,6 @@ class OnnxAdapter:
 
 
 def _convert_opset(proto: Any, opset: int) -> Any:
-    import onnx
     from onnx import version_converter
 
     current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -70,7 +69,7 @@ def _convert_opset(proto: Any, opset: int) -> Any:
     _capabilities.choose_opset(opset, preferred=opset, converter="onnx's version converter")
     try:
         converted = version_converter.convert_version(proto, opset)
-        onnx.checker.check_model(converted)
+        _checker.check_model(converted)
     except Exception as err:
         raise ExportError(
             f"onnx's version converter could not move this model from opset {current} to {opset}: {err}. "

@@ -13,6 +13,8 @@ The task defaults to the one ``transformers``' auto classes assign to the model'
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 from typing import Any
 
 from onnxbridge.adapters import _hf_decoder, _hf_seq2seq
@@ -20,6 +22,7 @@ from onnxbridge.adapters.pytorch import TorchAdapter
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._deps import require
 from onnxbridge.core._errors import InputError
+from onnxbridge.core._types import SourceFiles
 from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
 
 _OPTIONS = ("task", "exporter", "export_kwargs")
@@ -91,15 +94,16 @@ class TransformersAdapter:
                 f"past_key_values.{{i}}.key, ... with batch_size, sequence_length and past_sequence_length axes), "
                 f"so it does not take {', '.join(given)}; drop {'it' if len(given) == 1 else 'them'}."
             )
+        if generating and request.options.get("exporter", "auto") not in ("auto", "dynamo"):
+            raise InputError(f"task={task!r} exports with the dynamo exporter only; drop exporter=.")
         if task == "text-generation":
-            if request.options.get("exporter", "auto") not in ("auto", "dynamo"):
-                raise InputError("task='text-generation' exports with the dynamo exporter only; drop exporter=.")
-            return _hf_decoder.export_decoder(model, request, notes)
-        if task in ENCODER_DECODER_TASKS and model.config.is_encoder_decoder:
-            if request.options.get("exporter", "auto") not in ("auto", "dynamo"):
-                raise InputError(f"task={task!r} exports with the dynamo exporter only; drop exporter=.")
-            return _hf_seq2seq.export_seq2seq(model, request, task, notes)
-        return self._export_forward(model, request, task, notes)
+            exported = _hf_decoder.export_decoder(model, request, notes)
+        elif generating:
+            exported = _hf_seq2seq.export_seq2seq(model, request, task, notes)
+        else:
+            exported = self._export_forward(model, request, task, notes)
+        exported.source_files = source_files(model)
+        return exported
 
     def _export_forward(self, model: Any, request: ExportRequest, task: str, notes: list[str]) -> Exported:
         sample, axes = request.sample, request.dynamic_axes
@@ -220,3 +224,16 @@ def dummy_inputs(model: Any) -> tuple[dict[str, Any], DynamicAxes]:
         f"onnxbridge cannot build inputs for {type(model).__name__} (main input {main!r}) from its config. "
         "Pass a sample: a dict of tensors by forward() parameter name, shaped like real inputs."
     )
+
+
+def source_files(model: Any) -> SourceFiles:
+    """``config.json`` and ``generation_config.json`` as ``save_pretrained`` writes them, and the model's folder."""
+    config = json.loads(model.config.to_json_string())
+    config["architectures"] = [type(model).__name__]  # as save_pretrained records it
+    configs: dict[str, dict[str, Any]] = {"config.json": config}
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and model.can_generate():
+        configs["generation_config.json"] = json.loads(generation.to_json_string())
+    where = getattr(model, "name_or_path", "") or ""
+    folder = str(Path(where).resolve()) if where and Path(where).is_dir() else None
+    return SourceFiles(configs=configs, folder=folder)

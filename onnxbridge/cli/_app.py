@@ -188,6 +188,7 @@ def export_(
     signature: Annotated[str | None, typer.Option(help="SavedModel signature (default serving_default).")] = None,
     validate: Annotated[bool, typer.Option(help="Validate against the source model before writing.")] = True,
     quantize: Annotated[str | None, typer.Option(help="Also quantize: dynamic, fp16, weight-only, int4, ...")] = None,
+    layout: Annotated[str | None, typer.Option(help="A folder for genai, transformers.js or optimum.")] = None,
     trust_pickle: Annotated[
         bool,
         typer.Option(
@@ -209,13 +210,16 @@ def export_(
     state_dict is refused: weights alone cannot be exported.
 
     Exit status 0 only when the export validated (nothing is written otherwise), 1 when
-    validation failed, 2 for a usage, file or export error.
+    validation failed, 2 for a usage, file or export error. With --layout, OUTPUT is a folder that
+    runtime loads as it is (settings and tokenizer files too).
 
     Example: onnxbridge export model.pt2 -o model.onnx --dynamic batch --json
     """
     from onnxbridge.cli import _sources
+    from onnxbridge.deploy import _layouts
 
     try:
+        _layouts.check_layout(layout)  # before the export, which takes a while
         found = _sources.open_source(
             source, signature=signature, trust_pickle=trust_pickle, trusted_types=trust_type or []
         )
@@ -228,7 +232,7 @@ def export_(
                 print(report, file=sys.stderr)
                 raise typer.Exit(1)
             result = art.quantize(quantize) if quantize else art
-            result.save(output)
+            result.save(output, layout=layout)
     except (ob.OnnxBridgeError, UsageError, OSError) as err:
         raise _fail(err) from err
     summary = {
@@ -241,6 +245,7 @@ def export_(
         "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in art.dynamic_axes.items()},
         "validation": report.summary() if report is not None else None,
         "quantization": result.quantization.mode.value if result.quantization is not None else None,
+        "layout": layout,
     }
     if as_json:
         print(json.dumps(summary))

@@ -9,12 +9,13 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from onnxbridge.core._axes import DynamicAxes
 
-__all__ = ["Feeds", "Reference", "ReferenceFn"]
+__all__ = ["Feeds", "Reference", "ReferenceFn", "SourceFiles"]
 
 Feeds = dict[str, np.ndarray]
 """Named numpy arrays: the flat form of a model's inputs or outputs."""
@@ -65,3 +66,27 @@ def _frozen(feeds: Feeds | None) -> Mapping[str, np.ndarray] | None:
         view.setflags(write=False)
         out[name] = view
     return types.MappingProxyType(out)
+
+
+@dataclass(frozen=True)
+class SourceFiles:
+    """The source model's own settings files, for runtimes that read them beside the graph.
+
+    Attributes:
+        configs: JSON content by file name, as ``save_pretrained`` writes them
+            (``config.json``, ``generation_config.json``).
+        folder: The local folder the model was loaded from, where its tokenizer files may be;
+            ``None`` for a model built in memory.
+    """
+
+    configs: Mapping[str, Mapping[str, Any]]
+    folder: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly form for a saved file's metadata."""
+        return {"configs": {name: dict(data) for name, data in self.configs.items()}, "folder": self.folder}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SourceFiles:
+        """Inverse of :meth:`to_json`."""
+        return cls(configs=dict(data.get("configs", {})), folder=data.get("folder"))

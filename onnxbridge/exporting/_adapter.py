@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from onnxbridge.core._axes import DynamicAxes, DynamicAxesSpec
 from onnxbridge.core._errors import InputError
-from onnxbridge.core._types import Feeds, ReferenceFn
+from onnxbridge.core._types import Feeds, ReferenceFn, SourceFiles
 
 if TYPE_CHECKING:
     import onnx
@@ -63,6 +63,8 @@ class Exported:
             by role; ``model`` is then the main one (the decoder).
         labels: Class names of classifier outputs, by output name, one per column (scikit-learn's
             ``classes_``, transformers' ``id2label``); shown by the browser page.
+        source_files: The source's own settings files (transformers' ``config.json`` and
+            ``generation_config.json``, the folder it was loaded from), for runtime folders.
     """
 
     model: onnx.ModelProto
@@ -78,6 +80,7 @@ class Exported:
     generation: GenerationSpec | None = None
     components: dict[str, Exported] | None = None
     labels: dict[str, list[str]] | None = None
+    source_files: SourceFiles | None = None
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge.core._axes import DynamicAxes
-from onnxbridge.core._types import Feeds
+from onnxbridge.core._types import Feeds, SourceFiles
 from onnxbridge.exporting._adapter import Exported
 from onnxbridge.generation._spec import GenerationSpec
 from onnxbridge.graph import _dtypes, _graph, _metadata
@@ -52,6 +52,7 @@ def describe_onnx(model: onnx.ModelProto, *, sample: Feeds | None = None) -> Exp
         properties=dict(facts.properties),
         generation=GenerationSpec.from_json(dict(facts.generation)) if facts.generation is not None else None,
         labels=dict(facts.labels) if facts.labels is not None else None,
+        source_files=SourceFiles.from_json(facts.source_files) if facts.source_files is not None else None,
     )
 
 

@@ -21,6 +21,7 @@ from onnxbridge.core._errors import (
 )
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 from onnxbridge.exporting._registry import default_registry
+from onnxbridge.graph import _checker
 
 
 def export_model(
@@ -97,7 +98,6 @@ def _honour_opset(exported: Exported, requested: int) -> None:
     with the source before it is accepted.
     """
     import numpy as np
-    import onnx
     from onnx import version_converter
 
     produced = _default_opset(exported.model)
@@ -105,7 +105,7 @@ def _honour_opset(exported: Exported, requested: int) -> None:
         return
     try:
         converted = version_converter.convert_version(exported.model, requested)
-        onnx.checker.check_model(converted)
+        _checker.check_model(converted)
         if exported.sample is not None and exported.reference is not None:
             from onnxbridge.running._session import Session
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from onnxbridge.core._errors import ModelFileError, first_line
+from onnxbridge.graph import _checker
 
 if TYPE_CHECKING:
     import onnx
@@ -101,12 +102,18 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    external_data: bool | None = None,
+    data_name: str | None = None,
+) -> Path:
     """Write ``model`` to ``path`` atomically; external data when asked or when too large.
 
     With external data, tensors are streamed one by one (through onnx-ir) into
-    ``<name>.data`` beside the file, aligned so onnxruntime can map them; ``model`` itself
-    is not modified and no serialized copy of all its weights is made.
+    ``<name>.data`` (or ``data_name``) beside the file, aligned so onnxruntime can map them;
+    ``model`` itself is not modified and no serialized copy of all its weights is made.
     """
     target = Path(path)
     _check_target(target)
@@ -124,7 +131,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
     except OSError as err:
         raise _unwritable(target, err) from err
     try:
-        staged, location = staging / target.name, target.name + ".data"
+        staged, location = staging / target.name, data_name or target.name + ".data"
         ir.save(ir.serde.deserialize_model(model), staged, external_data=location, alignment=EXTERNAL_ALIGNMENT)
         if (staging / location).exists():  # tensors under 256 bytes stay inline; there may be none
             os.replace(staging / location, target.parent / location)
@@ -173,8 +180,12 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
     return tensor.ByteSize()
 
 
-def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Read an ONNX file, refusing missing, empty, damaged and unsafe ones."""
+def load_model(path: str | os.PathLike[str], *, notes: list[str] | None = None) -> onnx.ModelProto:
+    """Read an ONNX file, refusing missing, empty, damaged and unsafe ones.
+
+    ``notes`` receives what ``onnx.checker`` could not check (operators it has no schema for,
+    such as onnxruntime's contrib operators), when anything.
+    """
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -199,12 +210,14 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         )
     _load_external_data(model, source)
     try:
-        onnx.checker.check_model(str(source) if is_large(model) else model)
+        skipped = _checker.check_model(model, source if is_large(model) else None)
     except Exception as err:
         raise ModelFileError(
             f"{str(source)!r} is damaged or not a valid ONNX model: {first_line(err)}. "
             "If it was cut off while being written, re-save it; onnx.load() still opens it for inspection."
         ) from err
+    if skipped and notes is not None:
+        notes.append(skipped)
     return model
 
 

@@ -43,6 +43,7 @@ class FileFacts:
         generation: The generation settings as JSON data, or ``None``.
         labels: Class names per output, or ``None``.
         reference: The export sample and the source's outputs on it, or ``None``.
+        source_files: The source's settings files and folder as JSON data (``SourceFiles.to_json``), or ``None``.
         version: The onnxbridge version that wrote the file.
     """
 
@@ -56,6 +57,7 @@ class FileFacts:
     generation: Mapping[str, Any] | None = None
     labels: Mapping[str, list[str]] | None = None
     reference: tuple[Feeds, Feeds] | None = None
+    source_files: Mapping[str, Any] | None = None
     version: str | None = None
 
     @property
@@ -84,6 +86,7 @@ def write(model: onnx.ModelProto, facts: FileFacts) -> None:
         "generation": dict(facts.generation) if facts.generation is not None else None,
         "labels": dict(facts.labels) if facts.labels is not None else None,
         "reference": encode_reference(*facts.reference) if facts.reference is not None else None,
+        "source_files": dict(facts.source_files) if facts.source_files is not None else None,
     }
     keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
     del model.metadata_props[:]
@@ -113,6 +116,7 @@ def read(model: onnx.ModelProto) -> FileFacts:
         generation=json.loads(meta["generation"]) if "generation" in meta else None,
         labels=json.loads(meta["labels"]) if "labels" in meta else None,
         reference=decode_reference(meta["reference"]) if "reference" in meta else None,
+        source_files=json.loads(meta["source_files"]) if "source_files" in meta else None,
         version=meta.get("version"),
     )
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from onnxbridge.core._errors import InputError
 from onnxbridge.quantize._types import QuantizationMode, check_tolerance
 
-__all__ = ["OBJECTIVES", "QuantizeOptions", "parse_mode"]
+__all__ = ["OBJECTIVES", "QuantizeKwargs", "QuantizeOptions", "parse_mode"]
 
 OBJECTIVES = ("latency", "size")
 
@@ -45,6 +45,12 @@ class QuantizeOptions:
     @classmethod
     def of(cls, mode: str | QuantizationMode, **given: Any) -> QuantizeOptions:
         """Options from :meth:`Artifact.quantize`'s keywords: mode parsed, sequences frozen, all checked."""
+        unknown = sorted(set(given) - set(cls.__dataclass_fields__) - {"mode"})
+        if unknown:
+            raise InputError(
+                f"quantize() got unknown option(s) {', '.join(unknown)}; it takes "
+                f"{', '.join(f for f in cls.__dataclass_fields__ if f != 'mode')} (see Artifact.quantize)."
+            )
         op_types: Sequence[str] | None = given.pop("op_types", None)
         exclude = given.pop("exclude", ())
         return cls(
@@ -71,3 +77,20 @@ class QuantizeOptions:
                 "quantize('static') needs calibration=...: an iterable of samples shaped like the export sample, or "
                 "one batched array. A few hundred representative rows are usually enough."
             )
+
+
+class QuantizeKwargs(TypedDict, total=False):
+    """The keyword arguments of :meth:`Artifact.quantize` after the mode, as it documents them."""
+
+    calibration: Any
+    method: str
+    per_channel: bool | None
+    op_types: Sequence[str] | None
+    exclude: Iterable[str]
+    tolerance: Mapping[str, float] | None
+    train: Callable[[Any], Any] | None
+    keep_io_types: bool
+    objective: str
+    allow_slower: bool
+    bits: int
+    block_size: int
