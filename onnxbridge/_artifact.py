@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from onnxbridge.checks import _validation
 from onnxbridge.core._axes import DynamicAxes
-from onnxbridge.core._errors import InputError
 from onnxbridge.core._types import Reference, ReferenceFn, SourceFiles
 from onnxbridge.deploy import _layouts
 from onnxbridge.exporting import _describe
@@ -58,7 +57,8 @@ class Artifact:
     """
 
     def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
-        self.model: onnx.ModelProto = exported.model
+        self._model: onnx.ModelProto | None = exported.model
+        self._light: onnx.ModelProto | None = None  # the graph without its weights, while they stay in the file
         self.framework = exported.framework
         self.framework_version = exported.framework_version
         self.exporter = exported.exporter
@@ -79,19 +79,31 @@ class Artifact:
 
     # -- facts ---------------------------------------------------------------------------
     @property
+    def model(self) -> onnx.ModelProto:
+        """The ``onnx.ModelProto`` (a large model :func:`load` left in its file is read on first use)."""
+        if self._model is None:
+            assert self._file.loaded_from is not None  # only load() leaves the weights in the file
+            self._model, self._light = _files.load_model(self._file.loaded_from), None
+        return self._model
+
+    @model.setter
+    def model(self, model: onnx.ModelProto) -> None:
+        self._model, self._light = model, None
+
+    @property
     def input_names(self) -> list[str]:
         """Graph inputs, in order (initializers excluded)."""
-        return [v.name for v in _graph.inputs(self.model)]
+        return [v.name for v in _graph.inputs(self._light or self.model)]
 
     @property
     def output_names(self) -> list[str]:
         """Graph outputs, in order."""
-        return [o.name for o in self.model.graph.output]
+        return [o.name for o in (self._light or self.model).graph.output]
 
     @property
     def opset(self) -> int:
         """Version of the default ONNX domain (``ai.onnx``) the model uses."""
-        return next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        return next((o.version for o in (self._light or self.model).opset_import if o.domain in ("", "ai.onnx")), 0)
 
     @property
     def reference(self) -> Reference:
@@ -467,6 +479,8 @@ class Artifact:
 
     def _model_file(self) -> Path | None:
         """A file holding this model for tools that take a path, or ``None`` when bytes will do."""
+        if self._model is None:
+            return self._file.loaded_from
         return self._file.path(self.model)
 
     # -- files ----------------------------------------------------------------------------
@@ -484,24 +498,17 @@ class Artifact:
         Args:
             path: Destination file; a folder (created if missing) with ``layout``.
             external_data: Store weights in ``<name>.data`` beside the model; ``None``: only past 2 GB.
-            reference: Embed the export sample and the source's outputs on it (when under 1 MiB),
-                so a loaded artifact can still check numeric parity.
-            layout: ``"genai"``, ``"transformers.js"`` or ``"optimum"``: a folder with the graph and
-                every settings file that runtime reads, tokenizer files copied from the model's
-                folder (see ``docs/files.md``).
+            reference: Embed the export sample and the source's outputs on it (when under 1 MiB).
+            layout: ``"genai"``, ``"transformers.js"`` or ``"optimum"``: the graph and every file
+                that runtime reads (``docs/files.md``); :class:`UnsupportedSettingError` if it cannot.
             tokenizer: A transformers tokenizer whose files go into the ``layout`` folder.
 
         Returns:
             The file (or folder) written.
-
-        Raises:
-            UnsupportedSettingError: The layout's runtime cannot run this graph, or it needs the
-                transformers config this artifact lacks.
         """
+        _layouts.check_layout(layout, tokenizer)
         _metadata.write(self.model, self._file_facts(reference))
         if layout is None:
-            if tokenizer is not None:
-                raise InputError("tokenizer= goes with layout=...: a single .onnx file has no place for it.")
             return _files.save_model(self.model, path, external_data=external_data)
         facts = {"generation": self.generation, "source": self.source_files, "tokenizer": tokenizer}
         return _layouts.write(path, layout, self.model, external_data=external_data, **facts)
@@ -532,6 +539,12 @@ def load(path: str | os.PathLike[str]) -> Artifact:
     """An ``.onnx`` file as an :class:`Artifact` (public: :func:`onnxbridge.load`, which also reads folders)."""
     source = Path(path)
     unchecked: list[str] = []
-    exported = _describe.describe_onnx(_files.load_model(source, notes=unchecked))
+    # A large model's weights stay in the file until something needs them in Python (validate,
+    # quantize, ...): a session reads the file, so generating holds one copy, onnxruntime's.
+    model, whole = _files.read_model(source, notes=unchecked, weights_above=_scratch.SCRATCH_BYTES)
+    exported = _describe.describe_onnx(model)
     exported.notes.extend(note for note in unchecked if note not in exported.notes)
-    return Artifact(exported, path=source)
+    artifact = Artifact(exported, path=source)
+    if not whole:
+        artifact._model, artifact._light = None, model
+    return artifact

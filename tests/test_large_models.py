@@ -72,6 +72,54 @@ def test_external_data_is_aligned_so_onnxruntime_can_map_it(mid_sized, tmp_path)
     np.testing.assert_array_equal(loaded.session().run(sample.numpy())["output"], art.session().run(sample)["output"])
 
 
+_PEAK_AFTER_LOAD = """
+import sys
+from pathlib import Path
+import numpy as np
+import onnx
+import onnxruntime
+import onnxbridge as ob
+
+def peak():
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) * 1024 for line in lines if line.startswith("VmHWM"))
+
+feeds = {"input": np.ones((2, 2560), dtype=np.float32)}
+before = peak()  # the libraries' own pages are in
+if sys.argv[2] == "onnxbridge":
+    art = ob.load(sys.argv[1])
+    names = art.input_names  # the signature is there without the weights
+    out = art.session(["cpu"]).run(feeds)["output"]
+else:
+    out = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+print(peak() - before, float(out.sum()))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM (Linux)")
+def test_a_loaded_big_model_runs_at_bare_onnxruntime_s_memory_until_python_needs_its_weights(mid_sized, tmp_path):
+    import subprocess
+    import sys
+
+    _, _, art = mid_sized
+    path = art.save(tmp_path / "model.onnx", external_data=True)
+    weights = _files.declared_bytes(art.model)
+    added, totals = {}, {}
+    for who in ("onnxbridge", "onnxruntime"):
+        done = subprocess.run([sys.executable, "-c", _PEAK_AFTER_LOAD, str(path), who], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        added[who], totals[who] = (float(x) for x in done.stdout.split())
+    # Python holds none of the weights (before: a parsed copy beside onnxruntime's, +1x)
+    extra = (added["onnxbridge"] - added["onnxruntime"]) / weights
+    assert extra < 0.25, f"{extra:.2f}x the weights more than a bare onnxruntime session"
+    assert totals["onnxbridge"] == totals["onnxruntime"]
+    loaded = ob.load(path)
+    np.testing.assert_array_equal(  # the weights are read from the file when Python needs them
+        onnx.numpy_helper.to_array(loaded.model.graph.initializer[0]),
+        onnx.numpy_helper.to_array(art.model.graph.initializer[0]),
+    )
+
+
 def test_abandoned_scratch_folders_are_removed_and_live_ones_kept(tmp_path):
     fcntl = pytest.importorskip("fcntl")
     past = os.stat(tmp_path).st_mtime - 10**6

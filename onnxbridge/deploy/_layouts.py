@@ -80,8 +80,10 @@ _GENAI_TYPES = {  # decoder types onnxruntime-genai 0.18 knows by name; others r
 _EIGHT_BIT = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv", "ConvInteger", "QGemm"}
 
 
-def check_layout(layout: str | None) -> None:
+def check_layout(layout: str | None, tokenizer: Any = None) -> None:
     """:class:`InputError` listing the layouts unless ``layout`` is one of them (or ``None``: a file)."""
+    if layout is None and tokenizer is not None:
+        raise InputError("tokenizer= goes with layout=...: a single .onnx file has no place for it.")
     if layout is not None and layout not in LAYOUTS:
         raise InputError(
             f"layout={layout!r} is not a folder layout onnxbridge writes. Use one of {', '.join(map(repr, LAYOUTS))}, "
@@ -120,6 +122,8 @@ def write(
         name = graph_name(layout, model)
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         data_name = Path(name).name + ("_data" if layout == "transformers.js" else ".data")
+        if external_data is None and layout == "genai":
+            external_data = True  # as genai's builder writes it: onnxruntime maps the weights from the file
         _files.save_model(model, staging / name, external_data=external_data, data_name=data_name)
         files = {name: "graph"}
         if (staging / name).parent.joinpath(data_name).exists():

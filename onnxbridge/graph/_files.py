@@ -180,11 +180,32 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
     return tensor.ByteSize()
 
 
+def declared_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the model's initializers by their declared type and shape, stored inline or in external data."""
+    from onnx import TensorProto
+
+    return sum(
+        _ITEM_BYTES.get(TensorProto.DataType.Name(t.data_type), 1) * math.prod(t.dims) for t in model.graph.initializer
+    )
+
+
 def load_model(path: str | os.PathLike[str], *, notes: list[str] | None = None) -> onnx.ModelProto:
     """Read an ONNX file, refusing missing, empty, damaged and unsafe ones.
 
     ``notes`` receives what ``onnx.checker`` could not check (operators it has no schema for,
     such as onnxruntime's contrib operators), when anything.
+    """
+    return read_model(path, notes=notes)[0]
+
+
+def read_model(
+    path: str | os.PathLike[str], *, notes: list[str] | None = None, weights_above: int | None = None
+) -> tuple[onnx.ModelProto, bool]:
+    """:func:`load_model`, and whether the model came back whole.
+
+    With ``weights_above``, a model whose weights exceed that many bytes comes back without
+    them (:func:`without_weights`), checked from the file, so that tools reading the file
+    (onnxruntime) hold the only copy.
     """
     import onnx
     from google.protobuf.message import DecodeError
@@ -208,9 +229,16 @@ def load_model(path: str | os.PathLike[str], *, notes: list[str] | None = None) 
             f"{str(source)!r} parsed, but holds no ONNX graph (no IR version or no outputs); it is not an "
             "ONNX model, or it is truncated. Re-export or re-save it."
         )
-    _load_external_data(model, source)
+    _check_external_data(model, source)
+    whole = weights_above is None or declared_bytes(model) <= weights_above
+    if not whole:
+        model = without_weights(model)  # the parsed weights are freed here
+        checked_from: Path | None = source
+    else:
+        _load_external_data(model, source)
+        checked_from = source if is_large(model) else None
     try:
-        skipped = _checker.check_model(model, source if is_large(model) else None)
+        skipped = _checker.check_model(model, checked_from)
     except Exception as err:
         raise ModelFileError(
             f"{str(source)!r} is damaged or not a valid ONNX model: {first_line(err)}. "
@@ -218,7 +246,7 @@ def load_model(path: str | os.PathLike[str], *, notes: list[str] | None = None) 
         ) from err
     if skipped and notes is not None:
         notes.append(skipped)
-    return model
+    return model, whole
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -235,12 +263,37 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from _tensors(sub)
 
 
-def _load_external_data(model: onnx.ModelProto, source: Path) -> None:
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``'s graph, signature and metadata with every top-level weight an empty placeholder.
+
+    The placeholders keep each weight's name, type and shape (so sizes are still known and
+    initializers are still told from inputs); nothing of their data is copied.
+    """
+    import onnx
+
+    light = onnx.ModelProto()
+    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(light, name, getattr(model, name))
+    light.opset_import.extend(model.opset_import)
+    light.metadata_props.extend(model.metadata_props)
+    light.functions.extend(model.functions)
+    graph = light.graph
+    graph.name = model.graph.name
+    for part in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, part).extend(getattr(model.graph, part))
+    for tensor in model.graph.initializer:
+        graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+    return light
+
+
+def _check_external_data(model: onnx.ModelProto, source: Path) -> None:
+    """Every external data reference of ``model`` names an existing file inside ``source``'s folder."""
     from onnx import external_data_helper as edh
 
     base = source.parent.resolve()
-    external = [t for t in _tensors(model.graph) if edh.uses_external_data(t)]
-    for tensor in external:
+    for tensor in _tensors(model.graph):
+        if not edh.uses_external_data(tensor):
+            continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         resolved = (base / location).resolve()
@@ -254,5 +307,11 @@ def _load_external_data(model: onnx.ModelProto, source: Path) -> None:
                 f"{str(source)!r}: external data file {location!r} for tensor {tensor.name!r} is missing. "
                 "Copy it beside the model file."
             )
-    if external:
-        edh.load_external_data_for_model(model, str(base))
+
+
+def _load_external_data(model: onnx.ModelProto, source: Path) -> None:
+    """Read every external tensor of ``model`` (checked by :func:`_check_external_data`) into memory."""
+    from onnx import external_data_helper as edh
+
+    if any(edh.uses_external_data(t) for t in _tensors(model.graph)):
+        edh.load_external_data_for_model(model, str(source.parent.resolve()))
