@@ -86,10 +86,6 @@ class Artifact:
             self._model, self._light = _files.load_model(self._file.loaded_from), None
         return self._model
 
-    @model.setter
-    def model(self, model: onnx.ModelProto) -> None:
-        self._model, self._light = model, None
-
     @property
     def input_names(self) -> list[str]:
         """Graph inputs, in order (initializers excluded)."""
@@ -271,7 +267,7 @@ class Artifact:
         from onnxbridge.quantize import _data, _optimize
 
         feeds = _data.samples(self.model, self.reference, samples) if samples is not None or self._sample else []
-        model, report = _optimize.optimize(self.model, feeds, level)
+        model, report = _optimize.optimize(self.model, feeds, level, source=self.source_files)
         child = self._derive(model, {"optimization": level})
         child.optimization = report
         return child

@@ -74,6 +74,15 @@ SMALL: dict[str, Any] = {
 
 # Sizes some default configs leave None for a checkpoint to fill (Ministral's head_dim, Nemotron's KV heads):
 # set like the others, since the model code reads them (KV heads left None mean as many as the query heads).
+# The hand-written decoder configs' sizes (tests/test_generation.py, tests/test_decoder_fusions.py).
+TINY_DECODER = {
+    "vocab_size": 128,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 128,
+}
 UNSET_SIZES = frozenset({"head_dim", "num_key_value_heads"})
 
 # Types whose layer pattern is set by period and offset: one attention (or expert) layer in the two.

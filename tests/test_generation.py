@@ -15,19 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import onnxbridge as ob
+from tests import hf_zoo
 from tests.parity import assert_generation, assert_parity
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-TINY = {
-    "vocab_size": 128,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "max_position_embeddings": 128,
-}
+TINY = hf_zoo.TINY_DECODER
 CONFIGS = {
     "llama": lambda: transformers.LlamaConfig(num_key_value_heads=2, **TINY),
     "qwen2": lambda: transformers.Qwen2Config(num_key_value_heads=2, **TINY),  # grouped-query attention

@@ -82,6 +82,11 @@ class SourceFiles:
     configs: Mapping[str, Mapping[str, Any]]
     folder: str | None = None
 
+    def setting(self, name: str) -> Any:
+        """A value of ``config.json`` (its text model's, for a multimodal one), or ``None``."""
+        config = dict(self.configs.get("config.json", {}))
+        return dict(config.get("text_config") or {}).get(name, config.get(name))
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly form for a saved file's metadata."""
         return {"configs": {name: dict(data) for name, data in self.configs.items()}, "folder": self.folder}

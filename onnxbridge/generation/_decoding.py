@@ -294,6 +294,7 @@ def loop(
     context = _processing.Context(
         prompt.shape[1], prompt.shape[1] + chosen.max_new_tokens, padding, chosen.eos, encoder_ids
     )
+    eos = np.asarray(chosen.eos, dtype=np.int64)
     for _ in range(chosen.max_new_tokens):
         logits = stepper.step(current)
         steps += 1
@@ -306,7 +307,7 @@ def loop(
             tokens = logits.argmax(axis=-1)
         if chosen.eos:
             tokens = np.where(unfinished, tokens, chosen.pad if chosen.pad is not None else 0)
-            unfinished &= ~np.isin(tokens, chosen.eos)
+            unfinished &= ~(tokens[:, None] == eos).any(axis=1)  # np.isin costs 0.1 ms a step
         current = tokens.astype(np.int64)[:, None]
         sequences = np.concatenate([sequences, current], axis=1)
         if not unfinished.any():

@@ -32,6 +32,8 @@ class Context:
 
 def process(scores: np.ndarray, sequences: np.ndarray, rules: ModelSettings, context: Context) -> np.ndarray:
     """The logits of the next token after ``sequences`` ``(batch, length)``, with the model's settings applied."""
+    if rules.applies_nothing and scores.dtype == np.float32:
+        return scores  # no rule to apply: no copy of the vocabulary-wide row
     scores = np.array(scores, dtype=np.float32)  # transformers casts the step's logits to float32, then processes
     length, vocab = sequences.shape[1], scores.shape[-1]
     encoder = context.encoder_ids

@@ -89,6 +89,23 @@ class ModelSettings:
     begin_suppress_tokens: tuple[int, ...] = ()
     unsupported: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def applies_nothing(self) -> bool:
+        """Whether no setting changes the logits (temperature and the sampling filters aside)."""
+        return not (
+            self.encoder_repetition_penalty
+            or self.repetition_penalty not in (None, 1)
+            or self.no_repeat_ngram_size
+            or self.encoder_no_repeat_ngram_size
+            or self.bad_words_ids
+            or self.min_length
+            or self.min_new_tokens
+            or self.forced_bos_token_id is not None
+            or self.forced_eos_token_id
+            or self.suppress_tokens
+            or self.begin_suppress_tokens
+        )
+
     @classmethod
     def from_generation_config(cls, config: Any) -> ModelSettings:
         """Read a ``transformers.GenerationConfig`` (its unset fields mean transformers' defaults)."""

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxbridge.core._errors import InferenceError, InputError, first_line
-from onnxbridge.core._types import Feeds
-from onnxbridge.quantize import _measure, _passes
+from onnxbridge.core._types import Feeds, SourceFiles
+from onnxbridge.quantize import _decoder_fusions, _measure, _passes
 from onnxbridge.quantize._types import OptimizationReport
 
 if TYPE_CHECKING:
@@ -32,9 +32,13 @@ CONTRIB_DOMAIN = "com.microsoft"
 
 
 def optimize(
-    model: onnx.ModelProto, samples: Sequence[Feeds], level: str = "extended"
+    model: onnx.ModelProto, samples: Sequence[Feeds], level: str = "extended", *, source: SourceFiles | None = None
 ) -> tuple[onnx.ModelProto, OptimizationReport]:
-    """The optimized model and what was done and measured (against ``model`` on ``samples``)."""
+    """The optimized model and what was done and measured (against ``model`` on ``samples``).
+
+    ``source``: the source model's settings; a decoder's ``max_position_embeddings`` sizes its
+    rotary cos/sin caches (without it they are computed at run time).
+    """
     if level not in LEVELS:
         raise InputError(
             f"optimize(level={level!r}): use 'basic' (standard operators, runs anywhere) or 'extended' "
@@ -43,7 +47,7 @@ def optimize(
     report = OptimizationReport(level, ops_before=len(model.graph.node))
     work = model
     if level == "extended":
-        work = _ort_fusions(work, report)
+        work = _ort_fusions(work, report, source.setting("max_position_embeddings") if source else None)
     work = _onnxruntime_offline(work, level, report)
     report.ops_after = len(work.graph.node)
     contrib = collections.Counter(n.op_type for n in work.graph.node if n.domain == CONTRIB_DOMAIN)
@@ -57,7 +61,7 @@ def optimize(
     return work, report
 
 
-def _ort_fusions(model: onnx.ModelProto, report: OptimizationReport) -> onnx.ModelProto:
+def _ort_fusions(model: onnx.ModelProto, report: OptimizationReport, max_positions: int | None) -> onnx.ModelProto:
     try:
         import onnx_ir as ir
         from onnxscript.rewriter import ort_fusions
@@ -66,14 +70,19 @@ def _ort_fusions(model: onnx.ModelProto, report: OptimizationReport) -> onnx.Mod
             'onnxscript is not installed, so transformer fusions were skipped (pip install "onnxbridge[torch]")'
         )
         return model
+    decoder = any(value.name.startswith("past_key_values.") for value in model.graph.input)
     try:
-        fused, counts = ort_fusions.optimize_for_ort(ir.serde.deserialize_model(_passes.copy(model)))
-        result = ir.serde.serialize_model(fused)
+        work = ir.serde.deserialize_model(_passes.copy(model))
+        if decoder:  # onnxscript's fusions with onnxbridge's rules for transformers 5 decoders
+            counts = _decoder_fusions.fuse_decoder(work, max_positions)
+        else:
+            work, counts = ort_fusions.optimize_for_ort(work)
+        result = ir.serde.serialize_model(work)
     except Exception as err:  # noqa: BLE001 - a rewriter failure leaves the graph as it was
         report.warnings.append(f"onnxscript's ort_fusions failed ({type(err).__name__}: {err}); graph left unfused")
         return model
     done = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if n) or "no pattern matched"
-    report.steps.append(f"onnxscript ort_fusions: {done}")
+    report.steps.append(f"onnxscript ort_fusions{' with the decoder rules' if decoder else ''}: {done}")
     return result
 
 

@@ -37,6 +37,7 @@ def matmul_nbits(
     """
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    exclude = [*exclude, *_too_small(model, block_size)]
     chatty = logging.getLogger(_NBITS_LOG)
     level = chatty.level
     chatty.setLevel(logging.WARNING)  # it logs every node it visits
@@ -55,6 +56,20 @@ def matmul_nbits(
     finally:
         chatty.setLevel(level)
     return quantizer.model.model
+
+
+def _too_small(model: onnx.ModelProto, block_size: int) -> list[str]:
+    """MatMuls whose weights have fewer input rows than one block: left in float.
+
+    Their blocks would be mostly padding, and they are no weights to speak of: a rotary
+    embedding's ``positions x inv_freq`` (one row), whose error grows with the position.
+    """
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and len(shapes.get(n.input[1], [])) == 2 and shapes[n.input[1]][0] < block_size
+    ]
 
 
 class WeightOnly:

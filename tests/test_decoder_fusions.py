@@ -1,0 +1,141 @@
+"""optimize() on decoders: GroupQueryAttention, rotary caches and packed projections, token-exact.
+
+Tiny models with random weights (nothing downloaded), default ``use_cache`` and generation config,
+judged by transformers' own greedy tokens on left-padded prompts of different lengths, short
+ones included.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+import numpy as np
+import pytest
+
+import onnxbridge as ob
+from tests import hf_zoo
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+
+TINY = hf_zoo.TINY_DECODER
+CONFIGS = {
+    "llama": lambda: transformers.LlamaConfig(num_key_value_heads=2, **TINY),  # grouped KV heads
+    "qwen2": lambda: transformers.Qwen2Config(num_key_value_heads=2, **TINY),  # q/k/v projections with bias
+    "mistral-mha": lambda: transformers.MistralConfig(num_key_value_heads=4, sliding_window=None, **TINY),
+}
+
+
+@functools.cache
+def fused(arch: str) -> tuple[object, ob.Artifact, ob.Artifact]:
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(CONFIGS[arch]()).eval()
+    art = ob.export(model)
+    return model, art, art.optimize()
+
+
+def ops(art: ob.Artifact) -> collections.Counter[str]:
+    return collections.Counter(n.op_type for n in art.model.graph.node)
+
+
+def left_padded(lengths: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, -length:] = rng.integers(3, 128, size=length)
+        mask[row, -length:] = 1
+    return ids, mask
+
+
+def hf_tokens(model, ids, mask, new=12):
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), max_new_tokens=new, do_sample=False
+        )
+    return out.numpy()
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_optimize_fuses_a_decoder_to_group_query_attention_that_generates_transformers_tokens(arch):
+    model, _, opt = fused(arch)
+    layers = TINY["num_hidden_layers"]
+    counted = ops(opt)
+    assert counted["GroupQueryAttention"] == layers
+    assert counted["MultiHeadAttention"] == 0
+    producers = {out: n.op_type for n in opt.model.graph.node for out in n.output}
+    # the cache is concatenated inside the operator, the KV heads are not expanded around it
+    assert {producers[f"present.{i}.{part}"] for i in range(layers) for part in ("key", "value")} == {
+        "GroupQueryAttention"
+    }
+    assert counted["RotaryEmbedding"] == 2 * layers  # cos/sin caches read by position_ids
+    assert counted["Split"] == layers  # one MatMul for Q, K and V
+    assert counted["SkipSimplifiedLayerNormalization"] == 2 * layers
+    assert opt.optimization.fused["GroupQueryAttention"] == layers
+    report = opt.validate(raise_on_failure=False)
+    generation = next(c for c in report.checks if c.name == "generation")
+    assert generation.passed is True, str(report)
+    for lengths in ((5, 11), (1, 7), (3,), (16, 2, 9)):
+        ids, mask = left_padded(lengths)
+        np.testing.assert_array_equal(opt.generate(ids, mask, max_new_tokens=12), hf_tokens(model, ids, mask))
+
+
+def test_the_fused_decoder_saves_loads_and_generates_the_same_tokens(tmp_path):
+    model, _, opt = fused("llama")
+    loaded = ob.load(opt.save(tmp_path / "fused.onnx"))
+    assert any("GroupQueryAttention" in note for note in loaded.export_notes)  # what the checker skipped
+    ids, mask = left_padded((4, 9))
+    np.testing.assert_array_equal(loaded.generate(ids, mask, max_new_tokens=12), hf_tokens(model, ids, mask))
+
+
+def test_the_fused_decoder_runs_in_onnxruntime_genai_without_sharing_buffers(tmp_path):
+    og = pytest.importorskip("onnxruntime_genai")
+    import json
+
+    model, _, opt = fused("llama")
+    folder = opt.save(tmp_path / "genai", layout="genai", tokenizer=None)
+    config = json.loads((folder / "genai_config.json").read_text())
+    # the graph still reads the past's length from its shape, so genai must not hand it a full-length buffer
+    assert config["search"]["past_present_share_buffer"] is False
+    runtime = og.Model(str(folder))
+    prompt = np.array([[7, 8, 9, 10]], dtype=np.int64)
+    params = og.GeneratorParams(runtime)
+    params.set_search_options(max_length=16, min_length=16, do_sample=False)
+    generator = og.Generator(runtime, params)
+    generator.append_tokens(prompt)
+    while not generator.is_done():
+        generator.generate_next_token()
+    with torch.no_grad():
+        want = model.generate(torch.from_numpy(prompt), max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    assert list(generator.get_sequence(0)) == want[0].tolist()
+
+
+def test_a_decoder_the_rules_do_not_match_is_left_with_its_attention_and_still_validates():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=128)
+    config.bos_token_id = config.eos_token_id = 1
+    opt = ob.export(transformers.AutoModelForCausalLM.from_config(config).eval()).optimize()
+    assert ops(opt)["GroupQueryAttention"] == 0  # learned positions, no rotary: not this rule's shape
+    generation = next(c for c in opt.validate(raise_on_failure=False).checks if c.name == "generation")
+    assert generation.passed is True
+
+
+def test_int4_after_fusion_leaves_matmuls_smaller_than_a_block_in_float():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxbridge.quantize._weight_only import matmul_nbits
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 64])
+    rng = np.random.default_rng(0)
+    tiny = numpy_helper.from_array(rng.standard_normal((1, 64)).astype(np.float32), "positions_x_freq")
+    big = numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "positions_x_freq"], ["y"], name="rotary_angles")]
+    nodes.append(helper.make_node("MatMul", ["y", "w"], ["z"], name="projection"))
+    graph = helper.make_graph(nodes, "g", [x], [y, z], initializer=[tiny, big])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    out = matmul_nbits(model, bits=4, block_size=32)
+    assert {n.name: n.op_type for n in out.graph.node} == {"rotary_angles": "MatMul", "projection_Q4": "MatMulNBits"}
