@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -270,6 +271,8 @@ class Artifact:
         model, report = _optimize.optimize(self.model, feeds, level, source=self.source_files)
         child = self._derive(model, {"optimization": level})
         child.optimization = report
+        if child.generation is not None and _graph.shares_cache_buffers(model):  # generate() binds them once
+            child.generation = dataclasses.replace(child.generation, shared_cache=True)
         return child
 
     def with_opset(self, opset: int, *, samples: Iterable[Any] | None = None) -> Artifact:

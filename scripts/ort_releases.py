@@ -6,6 +6,8 @@ that release itself:
 
 * its CPU kernels (``get_all_opkernel_def``): domain, operator, version range and the types
   each type parameter accepts;
+* how many inputs each contrib operator takes (``get_all_operator_schema``): they gain optional
+  inputs from release to release (``GroupQueryAttention``'s ``query_seqlens``);
 * the newest IR version it loads, and the newest opset of each domain it loads, found by
   creating sessions for the small models of ``onnxbridge.checks._ort_releases.probe_models`` (the
   installed onnxruntime is probed with the same models).
@@ -53,6 +55,14 @@ kernels = []
 for k in C.get_all_opkernel_def():
     if k.provider == "CPUExecutionProvider":
         kernels.append([k.domain, k.op_name, k.version_range[0], k.version_range[1], k.type_constraints])
+# How many inputs each contrib operator takes (they gain optional inputs from release to release).
+inputs = {}
+for schema in C.get_all_operator_schema():
+    if schema.domain not in ("", "ai.onnx", "ai.onnx.ml") and not schema.deprecated:
+        variadic = any(str(i.option).endswith("Variadic") for i in schema.inputs)
+        count = 2**31 - 1 if variadic else len(schema.inputs)
+        key = schema.domain + "|" + schema.name
+        inputs[key] = max(inputs.get(key, 0), count)
 loads = {}
 for name in sorted(os.listdir(sys.argv[2])):
     try:
@@ -61,7 +71,7 @@ for name in sorted(os.listdir(sys.argv[2])):
         loads[name] = True
     except Exception:
         loads[name] = False
-print(json.dumps({"version": ort.__version__, "kernels": kernels, "loads": loads}))
+print(json.dumps({"version": ort.__version__, "kernels": kernels, "inputs": inputs, "loads": loads}))
 """
 # Load and run one model with made-up inputs in an old release; prints "ok" or the error.
 RUN = r"""
@@ -156,6 +166,7 @@ def main() -> int:
     limits: dict[str, dict] = {}
     # (domain, op, start, end) -> type parameter ("" for the kernel itself) -> type -> bitmask of releases
     kernels: dict[str, dict[str, dict[str, int]]] = {}
+    inputs: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in _ort_releases.probe_models().items():
             (Path(tmp) / name).write_bytes(model.SerializeToString())
@@ -171,6 +182,9 @@ def main() -> int:
                     for t in types:
                         entry.setdefault(param, {}).setdefault(t, 0)
                         entry[param][t] |= 1 << index
+            for key, count in found["inputs"].items():  # contrib operator -> input count -> bitmask of releases
+                inputs.setdefault(key, {}).setdefault(str(count), 0)
+                inputs[key][str(count)] |= 1 << index
             print(f"onnxruntime {version}: {limits[version]}, {len(found['kernels'])} CPU kernels", flush=True)
     if args.only:
         return 0
@@ -180,6 +194,7 @@ def main() -> int:
         "releases": releases,
         "limits": limits,
         "kernels": kernels,
+        "inputs": inputs,
     }
     OUT.parent.mkdir(exist_ok=True)
     text = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()

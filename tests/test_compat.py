@@ -122,7 +122,7 @@ def test_a_contrib_operator_newer_than_the_release_is_a_finding(tmp_path):
     assert "deploy onnxruntime 1.18.1 or newer" in finding.fix
     newer = art.compat("onnxruntime==1.18")
     assert newer.ok
-    assert any("checked by name and version only" in note for note in newer.notes)
+    assert any("checked by name, version and how many inputs" in note for note in newer.notes)
 
 
 def test_float16_runs_through_casts_on_cpu_and_the_report_says_so(tmp_path):
@@ -175,6 +175,8 @@ def test_the_record_of_the_installed_release_matches_its_live_kernel_registry():
         }
 
     assert kernels(recorded) == kernels(live)
+    assert dict(recorded.inputs) == dict(live.inputs)  # how many inputs each contrib operator takes
+    assert recorded.inputs[("com.microsoft", "GroupQueryAttention")] >= 17
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ def hf_tokens(model, ids, mask, new=12):
 
 @pytest.mark.parametrize("arch", list(CONFIGS))
 def test_optimize_fuses_a_decoder_to_group_query_attention_that_generates_transformers_tokens(arch):
-    model, _, opt = fused(arch)
+    model, art, opt = fused(arch)
     layers = TINY["num_hidden_layers"]
     counted = ops(opt)
     assert counted["GroupQueryAttention"] == layers
@@ -74,6 +74,9 @@ def test_optimize_fuses_a_decoder_to_group_query_attention_that_generates_transf
     assert counted["Split"] == layers  # one MatMul for Q, K and V
     assert counted["SkipSimplifiedLayerNormalization"] == 2 * layers
     assert opt.optimization.fused["GroupQueryAttention"] == layers
+    # nothing but the operator reads the past: generate() binds one buffer per layer as past and present
+    assert opt.generation.shared_cache is True
+    assert art.generation.shared_cache is False
     report = opt.validate(raise_on_failure=False)
     generation = next(c for c in report.checks if c.name == "generation")
     assert generation.passed is True, str(report)
@@ -85,20 +88,21 @@ def test_optimize_fuses_a_decoder_to_group_query_attention_that_generates_transf
 def test_the_fused_decoder_saves_loads_and_generates_the_same_tokens(tmp_path):
     model, _, opt = fused("llama")
     loaded = ob.load(opt.save(tmp_path / "fused.onnx"))
+    assert loaded.generation.shared_cache is True
     assert any("GroupQueryAttention" in note for note in loaded.export_notes)  # what the checker skipped
     ids, mask = left_padded((4, 9))
     np.testing.assert_array_equal(loaded.generate(ids, mask, max_new_tokens=12), hf_tokens(model, ids, mask))
 
 
-def test_the_fused_decoder_runs_in_onnxruntime_genai_without_sharing_buffers(tmp_path):
+def test_the_fused_decoder_runs_in_onnxruntime_genai_with_past_and_present_sharing_one_buffer(tmp_path):
     og = pytest.importorskip("onnxruntime_genai")
     import json
 
     model, _, opt = fused("llama")
     folder = opt.save(tmp_path / "genai", layout="genai", tokenizer=None)
     config = json.loads((folder / "genai_config.json").read_text())
-    # the graph still reads the past's length from its shape, so genai must not hand it a full-length buffer
-    assert config["search"]["past_present_share_buffer"] is False
+    # only GroupQueryAttention reads the past, so genai may hand it one full-length buffer for past and present
+    assert config["search"]["past_present_share_buffer"] is True
     runtime = og.Model(str(folder))
     prompt = np.array([[7, 8, 9, 10]], dtype=np.int64)
     params = og.GeneratorParams(runtime)
@@ -139,3 +143,14 @@ def test_int4_after_fusion_leaves_matmuls_smaller_than_a_block_in_float():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     out = matmul_nbits(model, bits=4, block_size=32)
     assert {n.name: n.op_type for n in out.graph.node} == {"rotary_angles": "MatMul", "projection_Q4": "MatMulNBits"}
+
+
+def test_compat_names_the_release_whose_group_query_attention_takes_the_fused_graph_s_inputs():
+    _, art, opt = fused("llama")
+    old = opt.compat("onnxruntime==1.20")
+    problems = [f for f in old.findings if "GroupQueryAttention" in f.problem]
+    assert problems, str(old)
+    assert "takes 9 inputs; this node gives input 17" in problems[0].problem
+    assert "onnxruntime 1.32" in problems[0].fix  # the first recorded release with query_seqlens
+    assert opt.compat("onnxruntime").ok  # the installed release runs it
+    assert art.compat("onnxruntime==1.20").ok  # the unfused export is the one for older runtimes

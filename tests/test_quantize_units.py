@@ -212,3 +212,24 @@ def test_protection_keeps_the_matmul_whose_input_has_an_outlier_channel_in_float
 def test_optimizing_a_model_onnxruntime_cannot_load_is_an_inference_error():
     with pytest.raises(ob.InferenceError, match="could not load the model to optimize it"):
         ob.export(_custom_op_model()).optimize("basic")
+
+
+def test_weight_only_quantization_leaves_the_user_s_logging_as_it_was():
+    import subprocess
+    import sys
+
+    # onnxruntime's MatMulNBits module calls logging.basicConfig(level=INFO) when imported
+    code = (
+        "import logging, numpy as np\n"
+        "from onnx import helper, TensorProto, numpy_helper\n"
+        "from onnxbridge.quantize._weight_only import matmul_nbits\n"
+        "x = helper.make_tensor_value_info('x', TensorProto.FLOAT, ['n', 64])\n"
+        "z = helper.make_tensor_value_info('z', TensorProto.FLOAT, ['n', 64])\n"
+        "w = numpy_helper.from_array(np.ones((64, 64), np.float32), 'w')\n"
+        "g = helper.make_graph([helper.make_node('MatMul', ['x', 'w'], ['z'], name='p')], 'g', [x], [z], [w])\n"
+        "matmul_nbits(helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)]), bits=4, block_size=32)\n"
+        "root = logging.getLogger()\n"
+        "print(len(root.handlers), root.level)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", str(30)]  # no handler added, WARNING as Python starts it

@@ -91,10 +91,10 @@ def check(
     contrib = sorted({n.op_type for n in model.graph.node if n.domain == "com.microsoft"})
     if contrib:
         report.notes.append(
-            f"com.microsoft operators ({', '.join(contrib)}) are checked by name and version only; their inputs "
-            "and attributes have changed between releases (an optimized BERT's Attention, whose mask bias is "
-            "broadcast over heads, fails at run time in onnxruntime 1.18 and 1.19). Run the model on that release, "
-            "or deploy the artifact before optimize()"
+            f"com.microsoft operators ({', '.join(contrib)}) are checked by name, version and how many inputs they "
+            "are given, not by what those inputs and their attributes mean, which has changed between releases (an "
+            "optimized BERT's Attention, whose mask bias is broadcast over heads, fails at run time in onnxruntime "
+            "1.18 and 1.19). Run the model on that release, or deploy the artifact before optimize()"
         )
     if report.findings:
         _add_opset_fix(model, release, report)
@@ -162,7 +162,7 @@ def _node_problem(
     name = f"onnxruntime {runtime.version}"
     op = f"{node.op_type}-{version}" if version else node.op_type
     if ort_releases.kernel_for(runtime, node.domain, node.op_type, version, wanted) is not None:
-        return "", "", ""
+        return _inputs_problem(node, runtime)
     half = {p: t for p, t in wanted.items() if t != FLOAT16}
     if half != wanted and ort_releases.kernel_for(runtime, node.domain, node.op_type, version, half) is not None:
         return "", "", f"{op} has no float16 CPU kernel in {name}; onnxruntime runs it through casts to float32"
@@ -189,6 +189,20 @@ def _node_problem(
         return f"{name} has no CPU kernel for {node.op_type}", upgrade, ""
     listed = ", ".join(sorted(set(wanted.values())))
     return f"{name} has no CPU kernel for {node.op_type} on {listed}", upgrade, ""
+
+
+def _inputs_problem(node: onnx.NodeProto, runtime: Runtime) -> tuple[str, str, str]:
+    """A contrib operator given an input its release does not take yet (a later release added it)."""
+    from onnxbridge.checks import _ort_releases as ort_releases
+
+    takes = runtime.inputs.get((node.domain, node.op_type))
+    used = max((i + 1 for i, name in enumerate(node.input) if name), default=0)
+    if takes is None or used <= takes:
+        return "", "", ""
+    first = ort_releases.first_release_taking(node.domain, node.op_type, used)
+    problem = f"onnxruntime {runtime.version}'s {node.op_type} takes {takes} inputs; this node gives input {used}"
+    fix = f"deploy onnxruntime {first} or newer" if first else "deploy the artifact before optimize()"
+    return problem, f"{fix}, or the artifact before optimize() (standard operators)", ""
 
 
 def _schema(node: onnx.NodeProto, opsets: Mapping[str, int]) -> Any:

@@ -13,7 +13,7 @@ import gzip
 import json
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,8 @@ class Runtime:
     """The newest opset it loads, per domain (``ai.onnx``, ``ai.onnx.ml``)."""
     kernels: Mapping[tuple[str, str], tuple[Kernel, ...]]
     """CPU kernels by (domain, operator); the default domain is ``ai.onnx``."""
+    inputs: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """How many inputs each contrib operator takes, by (domain, operator); empty when not recorded."""
 
 
 def _domain(domain: str) -> str:
@@ -98,7 +100,14 @@ def release(version: str) -> Runtime:
         types = {p: frozenset(t for t, mask in ts.items() if mask >> index & 1) for p, ts in params.items() if p}
         kernels.setdefault((domain, op), []).append(Kernel(int(start), int(end), types))
     limits = data["limits"][releases[index]]
-    return Runtime(releases[index], limits["ir"], limits["opsets"], {k: tuple(v) for k, v in kernels.items()})
+    inputs = {
+        tuple(key.split("|", 1)): int(count)
+        for key, counts in data.get("inputs", {}).items()
+        for count, mask in counts.items()
+        if mask >> index & 1
+    }
+    kept = {k: tuple(v) for k, v in kernels.items()}
+    return Runtime(releases[index], limits["ir"], limits["opsets"], kept, inputs)
 
 
 @functools.cache
@@ -124,7 +133,28 @@ def installed() -> Runtime:
             path.write_bytes(model.SerializeToString())
             loads[name] = _loads(ort, path)
     ir, opsets = limits(loads)
-    return Runtime(ort.__version__, ir, opsets, {k: tuple(v) for k, v in kernels.items()})
+    return Runtime(ort.__version__, ir, opsets, {k: tuple(v) for k, v in kernels.items()}, contrib_inputs())
+
+
+def contrib_inputs() -> dict[tuple[str, str], int]:
+    """How many inputs each contrib operator of the installed onnxruntime takes (variadic: 2**31 - 1)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as capi
+
+    counts: dict[tuple[str, str], int] = {}
+    for schema in capi.get_all_operator_schema():
+        if schema.domain not in ("", ONNX_DOMAIN, "ai.onnx.ml") and not schema.deprecated:
+            variadic = any(str(i.option).endswith("Variadic") for i in schema.inputs)
+            key = (schema.domain, schema.name)
+            counts[key] = max(counts.get(key, 0), 2**31 - 1 if variadic else len(schema.inputs))
+    return counts
+
+
+def first_release_taking(domain: str, op: str, inputs: int) -> str | None:
+    """The first recorded release whose ``op`` takes ``inputs`` inputs or more."""
+    for version in recorded_releases():
+        if release(version).inputs.get((domain, op), 0) >= inputs:
+            return version
+    return None
 
 
 def _loads(ort: Any, path: Path) -> bool:

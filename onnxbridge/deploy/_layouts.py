@@ -267,7 +267,7 @@ def genai_config(
     logits = model.graph.output[0].type.tensor_type.shape.dim
     vocab = logits[-1].dim_value or int(text.get("vocab_size", 0))
     eos = list(generation.eos_token_id)
-    share = _shares_buffers(model, count)
+    share = _graph.shares_cache_buffers(model)
     inputs: dict[str, str] = {"input_ids": "input_ids", "attention_mask": "attention_mask"}
     if "position_ids" in names:
         inputs["position_ids"] = "position_ids"
@@ -317,20 +317,6 @@ def genai_config(
             "top_p": float(settings.get("top_p", 1.0)),
         },
     }
-
-
-def _shares_buffers(model: onnx.ModelProto, layers: int) -> bool:
-    """Whether genai may hand the graph one buffer as past and present (``past_present_share_buffer``).
-
-    Only ``GroupQueryAttention`` writes the present into the past's buffer, and the buffer is then
-    as long as the context: so every attention must be one, and nothing else may read the past
-    (a graph that takes the past's length from its shape would see the buffer's).
-    """
-    nodes = list(_graph.all_nodes(model.graph))
-    if sum(n.op_type == "GroupQueryAttention" for n in nodes) != layers:
-        return False
-    readers = [n for n in nodes for name in n.input if _PAST.match(name)]
-    return all(n.op_type == "GroupQueryAttention" for n in readers)
 
 
 def _first(data: Mapping[str, Any], *keys: str) -> Any:

@@ -38,7 +38,7 @@ class Generated:
 class Decoder:
     """A decoder-only session driven step by step; the cache stays in ``OrtValue``s."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, shared: bool = False) -> None:
         names = list(session.input_names)
         self.cache = cache_pairs(session, ("input_ids", "attention_mask"), whole_sequence=True)
         # No cache inputs: a model that keeps no cache (GPT-1, XLNet); each step feeds the whole sequence.
@@ -60,13 +60,43 @@ class Decoder:
         self.mask = np.zeros((0, 0), dtype=np.int64)
         self.past: dict[str, Any] = {}
         self.seen = 0  # tokens fed so far (the past's length)
+        # GroupQueryAttention graphs: one context-long buffer per cache input, bound once as past and present
+        self.shared = shared and bool(self.cache) and not (self.one_token or self.mask_column)
+        self.bound: Any = None
+        self.fed: list[Any] = []  # this step's input OrtValues, alive while bound
+        self.logits = np.zeros((0, 0, 0), dtype=np.float32)
 
-    def begin(self, attention_mask: np.ndarray) -> None:
-        """Start from an empty cache; ``attention_mask`` covers the prompt."""
+    def begin(self, attention_mask: np.ndarray, capacity: int | None = None) -> None:
+        """Start from an empty cache; ``attention_mask`` covers the prompt; ``capacity``: the longest sequence."""
         self.mask = attention_mask
-        self.past = start_cache(self.empty, attention_mask.shape[0])
         self.seen = 0
         self.tokens = np.zeros((attention_mask.shape[0], 0), dtype=np.int64)
+        if self.shared and capacity is not None:
+            self._bind(attention_mask.shape[0], capacity)
+        else:
+            self.bound, self.past = None, start_cache(self.empty, attention_mask.shape[0])
+
+    def _bind(self, batch: int, capacity: int) -> None:
+        """Context-long zeroed buffers bound as each layer's past and present, and the logits' own array.
+
+        The operator writes each step's keys and values into the buffer in place: nothing is
+        handed back or copied between steps, and only the logits come back to numpy.
+        """
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        self.past = {}
+        for name, output in self.cache:
+            shape, dtype = self.empty[name]
+            full = [capacity if axis + 1 == self.growing[name] else size for axis, size in enumerate(shape)]
+            buffer = ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, *full), dtype=dtype))
+            binding.bind_ortvalue_input(name, buffer)
+            binding.bind_ortvalue_output(output, buffer)
+            self.past[name] = buffer
+        vocab = next(o.shape[-1] for o in self.session.get_outputs() if o.name == "logits")
+        self.logits = np.zeros((batch, 1, vocab), dtype=np.float32)
+        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
+        self.bound = binding
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Logits for the last position ``(batch, vocab)``; the cache and mask move on by ``input_ids``."""
@@ -127,8 +157,22 @@ class Decoder:
         if self.position_ids:
             spanned = self.mask[:, : self.seen]
             feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(positions(spanned, input_ids.shape[1]))
+        if self.bound is not None:
+            return self._run_bound(feeds)
         logits, self.past = run_step(self.session, self.outputs, feeds, self.cache)
         return logits
+
+    def _run_bound(self, feeds: dict[str, Any]) -> np.ndarray:
+        """One step on the bound buffers: the new inputs bound, the logits read from their own array."""
+        self.fed = [feeds[name] for name in ("input_ids", "attention_mask", "position_ids") if name in feeds]
+        for name in ("input_ids", "attention_mask", "position_ids"):
+            if name in feeds:
+                self.bound.bind_ortvalue_input(name, feeds[name])
+        try:
+            self.session.run_with_iobinding(self.bound)
+        except Exception as err:
+            raise InferenceError(f"onnxruntime failed during generation: {first_line(err)}") from err
+        return self.logits[:, -1, :].copy()  # the array is written again by the next step
 
 
 def cache_pairs(session: Session, required: Sequence[str], *, whole_sequence: bool = False) -> list[tuple[str, str]]:

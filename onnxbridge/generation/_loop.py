@@ -48,7 +48,7 @@ def generate(
     keep_logits: bool = False,
 ) -> Generated:
     """The loop behind :meth:`Artifact.generate` for a decoder-only model; see there for the options."""
-    decoder = _decoding.Decoder(session)
+    decoder = _decoding.Decoder(session, shared=spec.shared_cache)
     ids = _decoding.token_matrix(input_ids, "input_ids")
     mask = np.ones_like(ids) if attention_mask is None else _decoding.checked_mask(attention_mask, ids.shape)
     chosen = _decoding.settings(spec, options)
@@ -59,7 +59,7 @@ def generate(
             "sliding attention window: past it the exported graph (which keeps the whole past) no longer computes "
             "what the model computes. Shorten the prompt or max_new_tokens."
         )
-    decoder.begin(mask)
+    decoder.begin(mask, capacity=ids.shape[1] + max_new_tokens)
     padding = np.argmax(mask != 0, axis=1)  # left padding per row, as transformers' repetition penalty skips it
     return _decoding.loop(decoder, ids, chosen, keep_logits, padding, encoder_ids=ids)
 

@@ -205,6 +205,9 @@ class GenerationSpec:
             does, for models with sliding-window attention; ``None``: no limit.
         decoder_start_token_id: For encoder-decoder models: the decoder's first token.
         settings: The model's own generation settings, applied by every call.
+        shared_cache: The graph takes one context-long buffer per layer as past and present
+            (``GroupQueryAttention`` only): :meth:`generate` binds them once instead of
+            handing the presents back each step.
     """
 
     task: str
@@ -214,6 +217,7 @@ class GenerationSpec:
     max_length: int | None = None
     decoder_start_token_id: int | None = None
     settings: ModelSettings = field(default_factory=ModelSettings)
+    shared_cache: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly form for a saved file's metadata (record logits left out)."""
@@ -224,6 +228,7 @@ class GenerationSpec:
             "max_length": self.max_length,
             "decoder_start_token_id": self.decoder_start_token_id,
             "settings": self.settings.to_json(),
+            "shared_cache": self.shared_cache,
         }
         if self.record is not None:
             data["record"] = {
@@ -250,6 +255,7 @@ class GenerationSpec:
             if data.get("decoder_start_token_id") is None
             else int(data["decoder_start_token_id"]),
             settings=ModelSettings.from_json(settings),
+            shared_cache=bool(data.get("shared_cache", False)),
             record=None
             if record is None
             else GreedyRecord(

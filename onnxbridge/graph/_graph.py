@@ -146,3 +146,17 @@ def declare_axes(model: onnx.ModelProto, axes: DynamicAxes) -> list[str]:
             if not shape.dim[axis].HasField("dim_value"):
                 shape.dim[axis].dim_param = dim_name
     return fixed
+
+
+def shares_cache_buffers(model: onnx.ModelProto) -> bool:
+    """Whether one buffer as long as the context may serve as a layer's past and present.
+
+    Only ``GroupQueryAttention`` writes the present into the past's buffer; so every attention
+    must be one, and nothing else may read the past (a graph that takes the past's length from
+    its shape would see the buffer's). This is onnxruntime-genai's ``past_present_share_buffer``.
+    """
+    pasts = {v.name for v in model.graph.input if v.name.startswith("past_key_values.")}
+    nodes = list(all_nodes(model.graph))
+    attention = sum(n.op_type == "GroupQueryAttention" for n in nodes)
+    readers = [n for n in nodes if pasts.intersection(n.input)]
+    return bool(pasts) and 2 * attention == len(pasts) and all(n.op_type == "GroupQueryAttention" for n in readers)

@@ -65,6 +65,8 @@ def fuse_decoder(model: Any, max_positions: int | None = None) -> dict[str, int]
         "sdpa": sdpa.fuse_sdpa(model, apply_shape_inference=True),
     }
     counts["group_query_attention"] = rules["gqa"](model)
+    if counts["group_query_attention"]:
+        counts["past_sizes_from_inputs"] = past_sizes_from_inputs(model)
     common_passes.CommonSubexpressionEliminationPass()(model)  # the layers' shared sizes, once
     counts["gelu"] = gelu.fuse_gelu(model)
     counts["sdpa_via_mha"] = replace_sdpa_by_mha(model)
@@ -76,6 +78,45 @@ def fuse_decoder(model: Any, max_positions: int | None = None) -> dict[str, int]
         common_passes.ShapeInferencePass(),
     )(model)
     return counts
+
+
+def past_sizes_from_inputs(model: Any) -> int:
+    """Read the batch size and the past's length from ``input_ids`` and ``attention_mask``, not the past.
+
+    transformers' graph takes the past's length from ``Shape(past_key_values.i.key)``; once every
+    attention is ``GroupQueryAttention``, that is the only other reader of the past. The mask
+    spans past and new tokens, so ``mask width - new tokens`` is the same length, and with it
+    the past may be a buffer as long as the whole context, shared with the present (what
+    ``past_present_share_buffer`` means to onnxruntime-genai, and what ``generate()`` binds).
+    Returns how many ``Shape`` nodes were replaced.
+    """
+    import onnx_ir as ir
+
+    graph = model.graph
+    inputs = {value.name: value for value in graph.inputs}
+    ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+    if ids is None or mask is None:
+        return 0
+    replaced = 0
+    for node in list(graph):
+        source = node.inputs[0] if node.op_type == "Shape" and node.domain == "" and node.inputs else None
+        if source is None or not (source.name or "").startswith("past_key_values."):
+            continue
+        span = (node.attributes.get_int("start", 0), node.attributes.get_int("end", -1))
+        if span == (0, 1):
+            new = [ir.node("Shape", [ids], attributes={"start": 0, "end": 1})]
+        elif span == (2, 3):
+            width = ir.node("Shape", [mask], attributes={"start": 1, "end": 2})
+            tokens = ir.node("Shape", [ids], attributes={"start": 1, "end": 2})
+            new = [width, tokens, ir.node("Sub", [width.outputs[0], tokens.outputs[0]])]
+        else:
+            continue
+        graph.insert_before(node, new)
+        new[-1].outputs[0].shape, new[-1].outputs[0].type = node.outputs[0].shape, node.outputs[0].type
+        ir.convenience.replace_all_uses_with(node.outputs[0], new[-1].outputs[0])
+        graph.remove(node, safe=True)
+        replaced += 1
+    return replaced
 
 
 def _mul_cos_sin_cache_class() -> Any:

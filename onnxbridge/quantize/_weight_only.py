@@ -35,8 +35,13 @@ def matmul_nbits(
     bits and 1.6x at 8 bits, while level None is 1.7x *slower* at 4 bits and 25x slower at 8;
     for 64 rows (an encoder) level None is the faster of the two.
     """
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    # its module calls logging.basicConfig(level=INFO) on import: the user's logging is restored
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
     exclude = [*exclude, *_too_small(model, block_size)]
     chatty = logging.getLogger(_NBITS_LOG)
     level = chatty.level
