@@ -71,6 +71,7 @@ test-fast: lint web-runtime transformers-js
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) ONNXBRIDGE_TRANSFORMERS_JS=$(TRANSFORMERS_JS) $(PY) -m pytest -n 2 --dist loadfile -m "not slow"
 
 bench: venv web-runtime web-bench-runtime
+	$(PY) benchmarks/bench_llm.py
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_tensorflow.py
 	$(PY) benchmarks/bench_sklearn.py

@@ -12,6 +12,8 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import onnxbridge as ob
 from tests import hf_zoo
@@ -154,3 +156,17 @@ def test_compat_names_the_release_whose_group_query_attention_takes_the_fused_gr
     assert "onnxruntime 1.32" in problems[0].fix  # the first recorded release with query_seqlens
     assert opt.compat("onnxruntime").ok  # the installed release runs it
     assert art.compat("onnxruntime==1.20").ok  # the unfused export is the one for older runtimes
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=3),
+    new=st.integers(min_value=1, max_value=10),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_shared_buffers_give_the_unfused_graph_s_tokens_for_any_prompts(lengths, new, seed):
+    _, art, opt = fused("llama")
+    ids, mask = left_padded(tuple(lengths), seed)
+    np.testing.assert_array_equal(
+        opt.generate(ids, mask, max_new_tokens=new), art.generate(ids, mask, max_new_tokens=new)
+    )
