@@ -1,4 +1,7 @@
-"""optimize() on decoders: GroupQueryAttention, rotary caches and packed projections, token-exact.
+"""Fused decoders: GroupQueryAttention, rotary caches and packed projections, token-exact.
+
+``ob.export(causal_lm, fused=True)`` fuses where the fused graph gives the source's tokens; the
+default keeps standard operators, which ``optimize()`` fuses.
 
 Tiny models with random weights (nothing downloaded), default ``use_cache`` and generation config,
 judged by transformers' own greedy tokens on left-padded prompts of different lengths, short
@@ -34,7 +37,7 @@ CONFIGS = {
 def fused(arch: str) -> tuple[object, ob.Artifact, ob.Artifact]:
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(CONFIGS[arch]()).eval()
-    art = ob.export(model)
+    art = ob.export(model, fused=False)  # standard operators; optimize() fuses them
     return model, art, art.optimize()
 
 
@@ -170,3 +173,24 @@ def test_shared_buffers_give_the_unfused_graph_s_tokens_for_any_prompts(lengths,
     np.testing.assert_array_equal(
         opt.generate(ids, mask, max_new_tokens=new), art.generate(ids, mask, max_new_tokens=new)
     )
+
+
+def test_export_fuses_a_decoder_on_request_and_keeps_standard_operators_by_default():
+    model, plain, _ = fused("llama")
+    art = ob.export(model, fused=True)
+    assert ops(art)["GroupQueryAttention"] == TINY["num_hidden_layers"]
+    assert art.generation.shared_cache is True
+    assert any(note.startswith("fused for onnxruntime") for note in art.export_notes)
+    assert ops(ob.export(model))["GroupQueryAttention"] == 0  # the default every runtime loads
+    assert plain.generation.shared_cache is False
+    ids, mask = left_padded((6, 2))
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=12), hf_tokens(model, ids, mask))
+    with pytest.raises(ob.InputError, match="fused= applies to task='text-generation'"):
+        ob.export(model, task="feature-extraction", fused=True)
+
+
+def test_a_fused_decoder_is_refused_for_transformers_js_whose_onnxruntime_cannot_load_it(tmp_path):
+    _, _, opt = fused("llama")
+    with pytest.raises(ob.UnsupportedSettingError, match=r"transformers\.js runs onnxruntime 1\.30"):
+        opt.save(tmp_path / "web", layout="transformers.js")
+    assert not (tmp_path / "web").exists()

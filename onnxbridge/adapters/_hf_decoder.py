@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge.adapters import _hf_cache, _hf_first_step
+from onnxbridge.adapters import _hf_cache, _hf_first_step, _hf_fused
 from onnxbridge.adapters._hf_experts import exportable_experts
 from onnxbridge.adapters._torch_onnx_fixes import complex_unsqueeze, exact_constant_rules, translations
 from onnxbridge.adapters.pytorch import captured_warnings, choose_opset, inference, summary, to_numpy
@@ -95,6 +95,10 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
             f"model up to {layout.window} tokens; generate() refuses longer sequences"
         )
     notes.append(_cache_note(layout, joined=_hf_first_step.NOTE in notes))
+    attention_only = bool(layout.slots) and all(slot.part in ("key", "value") for slot in layout.slots)
+    if request.options.get("fused") and attention_only and _hf_first_step.NOTE not in notes:
+        positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        proto, spec = _hf_fused.fuse(proto, spec, layout.layers, positions, notes)
     return Exported(
         model=proto,
         framework="transformers",

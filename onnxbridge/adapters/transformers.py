@@ -25,7 +25,7 @@ from onnxbridge.core._errors import InputError
 from onnxbridge.core._types import SourceFiles
 from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
 
-_OPTIONS = ("task", "exporter", "export_kwargs")
+_OPTIONS = ("task", "exporter", "export_kwargs", "fused")
 
 # Task -> the transformers auto-class mappings whose model classes perform it, most specific first.
 TASKS: dict[str, tuple[str, ...]] = {
@@ -55,6 +55,10 @@ class TransformersAdapter:
     Options (keyword arguments of :func:`onnxbridge.export`):
         task: What the export is for (see :data:`TASKS`); default: the task of the model's class.
         exporter, export_kwargs: As for PyTorch models (encoder tasks; generation uses dynamo).
+        fused: For ``task="text-generation"``: fuse the decoder for onnxruntime 1.32+ (``GroupQueryAttention``,
+            packed QKV, rotary caches), kept only where its greedy tokens are the source's. Default
+            ``False``: standard operators, which every runtime loads (transformers.js's
+            onnxruntime-node 1.30 refuses the fused graph's ``GroupQueryAttention``).
     """
 
     framework = "transformers"
@@ -94,6 +98,8 @@ class TransformersAdapter:
                 f"past_key_values.{{i}}.key, ... with batch_size, sequence_length and past_sequence_length axes), "
                 f"so it does not take {', '.join(given)}; drop {'it' if len(given) == 1 else 'them'}."
             )
+        if "fused" in request.options and task != "text-generation":
+            raise InputError(f"fused= applies to task='text-generation' (a decoder with its cache), not {task!r}.")
         if generating and request.options.get("exporter", "auto") not in ("auto", "dynamo"):
             raise InputError(f"task={task!r} exports with the dynamo exporter only; drop exporter=.")
         if task == "text-generation":

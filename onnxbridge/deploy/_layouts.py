@@ -110,6 +110,8 @@ def write(
         raise ModelFileError(f"Cannot create {str(target)!r}: its parent folder does not exist. Create it first.")
     configs = dict(source.configs) if source is not None else {}
     genai = genai_config(model, generation, configs) if layout == "genai" else None  # refuse before writing
+    if layout == "transformers.js":
+        _check_transformers_js(model)
     if layout != "genai" and "config.json" not in configs:
         raise UnsupportedSettingError(
             f"layout={layout!r} needs the model's config.json, which only a transformers export records; this "
@@ -183,6 +185,25 @@ def _external_data_format(config: Mapping[str, Any], target: Path, graph: str, c
     if settings:
         result["transformers.js_config"] = settings
     return result
+
+
+TRANSFORMERS_JS_ONNXRUNTIME = "1.30"  # the onnxruntime-node transformers.js 4.3 pins
+
+
+def _check_transformers_js(model: onnx.ModelProto) -> None:
+    """Refuse contrib operators given more inputs than transformers.js's onnxruntime takes (a fused decoder)."""
+    from onnxbridge.checks import _ort_releases
+
+    takes = _ort_releases.release(TRANSFORMERS_JS_ONNXRUNTIME).inputs
+    for node in _graph.all_nodes(model.graph):
+        limit = takes.get((node.domain, node.op_type))
+        used = max((i + 1 for i, name in enumerate(node.input) if name), default=0)
+        if limit is not None and used > limit:
+            raise UnsupportedSettingError(
+                f"layout='transformers.js': transformers.js runs onnxruntime {TRANSFORMERS_JS_ONNXRUNTIME}, whose "
+                f"{node.op_type} takes {limit} inputs; this graph gives it {used} (a decoder fused for onnxruntime "
+                "1.32). Save the decoder exported without fused=True (before optimize()) for transformers.js."
+            )
 
 
 def graph_name(layout: str, model: onnx.ModelProto) -> str:

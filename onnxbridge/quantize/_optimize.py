@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from onnxbridge.core._errors import InferenceError, InputError, first_line
 from onnxbridge.core._types import Feeds, SourceFiles
-from onnxbridge.quantize import _decoder_fusions, _measure, _passes
+from onnxbridge.graph import _decoder_fusions
+from onnxbridge.quantize import _measure, _passes
 from onnxbridge.quantize._types import OptimizationReport
 
 if TYPE_CHECKING:
