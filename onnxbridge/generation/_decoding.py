@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PAST = "past_key_values."
 PRESENT = "present."
+_LOGITS_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 @dataclass
@@ -84,18 +85,22 @@ class Decoder:
         """
         import onnxruntime as ort
 
+        logits = next(o for o in self.session.get_outputs() if o.name == "logits")
+        dtype = _LOGITS_DTYPES.get(logits.type)
+        if dtype is None or not isinstance(logits.shape[-1], int):  # unusual logits: feed the presents back
+            self.bound, self.past = None, start_cache(self.empty, batch)
+            return
+        self.logits = np.zeros((batch, 1, logits.shape[-1]), dtype=dtype)
         binding = self.session.io_binding()
+        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
         self.past = {}
         for name, output in self.cache:
-            shape, dtype = self.empty[name]
+            shape, kind = self.empty[name]
             full = [capacity if axis + 1 == self.growing[name] else size for axis, size in enumerate(shape)]
-            buffer = ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, *full), dtype=dtype))
+            buffer = ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, *full), dtype=kind))
             binding.bind_ortvalue_input(name, buffer)
             binding.bind_ortvalue_output(output, buffer)
             self.past[name] = buffer
-        vocab = next(o.shape[-1] for o in self.session.get_outputs() if o.name == "logits")
-        self.logits = np.zeros((batch, 1, vocab), dtype=np.float32)
-        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
         self.bound = binding
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
