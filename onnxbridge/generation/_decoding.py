@@ -87,7 +87,8 @@ class Decoder:
 
         logits = next(o for o in self.session.get_outputs() if o.name == "logits")
         dtype = _LOGITS_DTYPES.get(logits.type)
-        if dtype is None or not isinstance(logits.shape[-1], int):  # unusual logits: feed the presents back
+        # logits of the last position only, of a known width: else the presents are handed back as before
+        if dtype is None or len(logits.shape) != 3 or logits.shape[1] != 1 or not isinstance(logits.shape[-1], int):
             self.bound, self.past = None, start_cache(self.empty, batch)
             return
         self.logits = np.zeros((batch, 1, logits.shape[-1]), dtype=dtype)
