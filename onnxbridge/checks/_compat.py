@@ -162,7 +162,7 @@ def _node_problem(
     name = f"onnxruntime {runtime.version}"
     op = f"{node.op_type}-{version}" if version else node.op_type
     if ort_releases.kernel_for(runtime, node.domain, node.op_type, version, wanted) is not None:
-        return _inputs_problem(node, runtime)
+        return inputs_problem(node, runtime)
     half = {p: t for p, t in wanted.items() if t != FLOAT16}
     if half != wanted and ort_releases.kernel_for(runtime, node.domain, node.op_type, version, half) is not None:
         return "", "", f"{op} has no float16 CPU kernel in {name}; onnxruntime runs it through casts to float32"
@@ -191,7 +191,7 @@ def _node_problem(
     return f"{name} has no CPU kernel for {node.op_type} on {listed}", upgrade, ""
 
 
-def _inputs_problem(node: onnx.NodeProto, runtime: Runtime) -> tuple[str, str, str]:
+def inputs_problem(node: onnx.NodeProto, runtime: Runtime) -> tuple[str, str, str]:
     """A contrib operator given an input its release does not take yet (a later release added it)."""
     from onnxbridge.checks import _ort_releases as ort_releases
 

@@ -136,8 +136,9 @@ def installed() -> Runtime:
     return Runtime(ort.__version__, ir, opsets, {k: tuple(v) for k, v in kernels.items()}, contrib_inputs())
 
 
+@functools.cache
 def contrib_inputs() -> dict[tuple[str, str], int]:
-    """How many inputs each contrib operator of the installed onnxruntime takes (variadic: 2**31 - 1)."""
+    """How many inputs each contrib operator of the installed onnxruntime takes (variadic: 2**31 - 1); read-only."""
     from onnxruntime.capi import onnxruntime_pybind11_state as capi
 
     counts: dict[tuple[str, str], int] = {}

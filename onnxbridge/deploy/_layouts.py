@@ -192,17 +192,16 @@ TRANSFORMERS_JS_ONNXRUNTIME = "1.30"  # the onnxruntime-node transformers.js 4.3
 
 def _check_transformers_js(model: onnx.ModelProto) -> None:
     """Refuse contrib operators given more inputs than transformers.js's onnxruntime takes (a fused decoder)."""
-    from onnxbridge.checks import _ort_releases
+    from onnxbridge.checks import _compat, _ort_releases
 
-    takes = _ort_releases.release(TRANSFORMERS_JS_ONNXRUNTIME).inputs
+    runtime = _ort_releases.release(TRANSFORMERS_JS_ONNXRUNTIME)
     for node in _graph.all_nodes(model.graph):
-        limit = takes.get((node.domain, node.op_type))
-        used = max((i + 1 for i, name in enumerate(node.input) if name), default=0)
-        if limit is not None and used > limit:
+        problem = _compat.inputs_problem(node, runtime)[0]
+        if problem:
             raise UnsupportedSettingError(
-                f"layout='transformers.js': transformers.js runs onnxruntime {TRANSFORMERS_JS_ONNXRUNTIME}, whose "
-                f"{node.op_type} takes {limit} inputs; this graph gives it {used} (a decoder fused for onnxruntime "
-                "1.32). Save the decoder exported without fused=True (before optimize()) for transformers.js."
+                f"layout='transformers.js': transformers.js runs onnxruntime {TRANSFORMERS_JS_ONNXRUNTIME}, and "
+                f"{problem} (a decoder fused for onnxruntime 1.32). Save the decoder exported without fused=True "
+                "(before optimize()) for transformers.js."
             )
 
 

@@ -95,7 +95,9 @@ def check_model(model: onnx.ModelProto, path: str | os.PathLike[str] | None = No
     # so that the external data resolves; the checker reads files, not a >2 GiB serialized model.
     header = onnx.load_model(str(source), load_external_data=False)
     with _moved_aside(header):
-        fd, staged = tempfile.mkstemp(prefix=".onnxbridge-partial-", suffix=".onnx", dir=source.parent)
+        # _files.TEMP_PREFIX (which imports this module), with no suffix: a killed check's file then matches
+        # the names the next save in this folder cleans up
+        fd, staged = tempfile.mkstemp(prefix=".onnxbridge-partial-", dir=source.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(header.SerializeToString())

@@ -148,6 +148,11 @@ def declare_axes(model: onnx.ModelProto, axes: DynamicAxes) -> list[str]:
     return fixed
 
 
+def cache_inputs(model: onnx.ModelProto) -> set[str]:
+    """The decoder's cache inputs (``past_key_values.*``); empty for a graph without a cache."""
+    return {v.name for v in model.graph.input if v.name.startswith("past_key_values.")}
+
+
 def shares_cache_buffers(model: onnx.ModelProto) -> bool:
     """Whether one buffer as long as the context may serve as a layer's past and present.
 
@@ -155,7 +160,7 @@ def shares_cache_buffers(model: onnx.ModelProto) -> bool:
     must be one, and nothing else may read the past (a graph that takes the past's length from
     its shape would see the buffer's). This is onnxruntime-genai's ``past_present_share_buffer``.
     """
-    pasts = {v.name for v in model.graph.input if v.name.startswith("past_key_values.")}
+    pasts = cache_inputs(model)
     nodes = list(all_nodes(model.graph))
     attention = sum(n.op_type == "GroupQueryAttention" for n in nodes)
     readers = [n for n in nodes if pasts.intersection(n.input)]

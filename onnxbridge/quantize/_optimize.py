@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from onnxbridge.core._errors import InferenceError, InputError, first_line
 from onnxbridge.core._types import Feeds, SourceFiles
-from onnxbridge.graph import _decoder_fusions
+from onnxbridge.graph import _decoder_fusions, _graph
 from onnxbridge.quantize import _measure, _passes
 from onnxbridge.quantize._types import OptimizationReport
 
@@ -71,7 +71,7 @@ def _ort_fusions(model: onnx.ModelProto, report: OptimizationReport, max_positio
             'onnxscript is not installed, so transformer fusions were skipped (pip install "onnxbridge[torch]")'
         )
         return model
-    decoder = any(value.name.startswith("past_key_values.") for value in model.graph.input)
+    decoder = bool(_graph.cache_inputs(model))
     try:
         work = ir.serde.deserialize_model(_passes.copy(model))
         if decoder:  # onnxscript's fusions with onnxbridge's rules for transformers 5 decoders

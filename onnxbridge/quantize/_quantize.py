@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from onnxbridge.core._errors import OnnxBridgeError, QuantizationError, first_line
 from onnxbridge.core._types import Feeds, Reference
+from onnxbridge.graph import _graph
 from onnxbridge.quantize import _auto, _data, _run
 from onnxbridge.quantize._dynamic import DynamicInt8
 from onnxbridge.quantize._fp16 import Fp16
@@ -82,7 +83,7 @@ def _recipe(
     if mode is QuantizationMode.STATIC:
         return StaticQdq(samples, per_channel=channel, op_types=list(op_types) if op_types else None, method=method)
     # A decoder with a cache runs one token per row at a time, where int8 compute inside MatMulNBits is fastest.
-    one_row = any(value.name.startswith("past_key_values.") for value in model.graph.input)
+    one_row = bool(_graph.cache_inputs(model))
     if mode is QuantizationMode.WEIGHT_ONLY:
         return WeightOnly(bits=bits, block_size=block_size, embeddings=True, one_row=one_row)
     if mode in (QuantizationMode.INT4, QuantizationMode.INT8_WEIGHT):
