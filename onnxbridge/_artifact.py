@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
+from onnxbridge import _deploying
 from onnxbridge.checks import _validation
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._types import Reference, ReferenceFn, SourceFiles
@@ -55,11 +56,13 @@ class Artifact:
         labels: Class names of classifier outputs, ``{output: [name per column]}``, or ``None``.
         source_files: The source's own settings files (transformers' ``config.json`` and
             ``generation_config.json``) that :meth:`save` writes into runtime folders, or ``None``.
+        fallback: For a decoder fused for onnxruntime 1.32: the same model in standard operators.
     """
 
-    def __init__(self, exported: Exported, *, path: Path | None = None) -> None:
-        self._model: onnx.ModelProto | None = exported.model
-        self._light: onnx.ModelProto | None = None  # the graph without its weights, while they stay in the file
+    def __init__(self, exported: Exported, *, path: Path | None = None, weights_in_file: bool = False) -> None:
+        # With weights_in_file, exported.model is the graph without its weights, which stay in ``path``.
+        self._model: onnx.ModelProto | None = None if weights_in_file else exported.model
+        self._light: onnx.ModelProto | None = exported.model if weights_in_file else None
         self.framework = exported.framework
         self.framework_version = exported.framework_version
         self.exporter = exported.exporter
@@ -77,6 +80,8 @@ class Artifact:
         self.generation: GenerationSpec | None = exported.generation
         self.labels: dict[str, list[str]] | None = exported.labels
         self.source_files: SourceFiles | None = exported.source_files
+        self._fallback = _kept_on_disk(exported.fallback) if exported.fallback is not None else None
+        self._make_fallback: Callable[[], Artifact | None] | None = None
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -106,6 +111,21 @@ class Artifact:
     def reference(self) -> Reference:
         """What derived artifacts are measured against: the export sample, the source model, recorded outputs."""
         return Reference.of(self._sample, self._reference, self._reference_outputs, self.dynamic_axes)
+
+    @property
+    def fallback(self) -> Artifact | None:
+        """This model in standard operators where this graph is fused for onnxruntime 1.32, else ``None``.
+
+        ``ob.export`` fuses a decoder by default and keeps this graph, its weights in a scratch
+        file, for runtimes without the fused operators (older onnxruntime, onnxruntime-web,
+        transformers.js): ``save(layout="transformers.js")`` and :meth:`to_web` use it, and
+        :meth:`compat` checks it where the fused graph fails. A quantized artifact quantizes its
+        parent's fallback the same way on first use; an optimized one falls back to its parent.
+        A loaded file has none.
+        """
+        if self._make_fallback is not None:
+            self._fallback, self._make_fallback = self._make_fallback(), None
+        return self._fallback
 
     @property
     def has_source(self) -> bool:
@@ -240,6 +260,8 @@ class Artifact:
         result = _quantize.quantize(self.model, self.reference, self.framework, options)
         child = self._derive(result.model, {"quantization": result.report.mode.value}, result.source)
         child.quantization = result.report
+        if self._fallback is not None or self._make_fallback is not None:  # derived only when asked for
+            child._make_fallback = lambda: self.fallback._quantized(options) if self.fallback is not None else None
         if self.generation is not None:
             from onnxbridge.quantize import _generation_quality
 
@@ -271,6 +293,7 @@ class Artifact:
         model, report = _optimize.optimize(self.model, feeds, level, source=self.source_files)
         child = self._derive(model, {"optimization": level})
         child.optimization = report
+        child._make_fallback = lambda: self.fallback or self
         if child.generation is not None and _graph.shares_cache_buffers(model):  # generate() binds them once
             child.generation = dataclasses.replace(child.generation, shared_cache=True)
         return child
@@ -324,15 +347,7 @@ class Artifact:
             InputError: The target is not one of these, or a release onnxbridge has no record of.
             MissingDependencyError: ``"onnxruntime-web"`` without Node.js or onnxruntime-web.
         """
-        from onnxbridge.checks import _compat
-
-        return _compat.check(
-            self.model, target, properties=self.properties, sample=self.reference.feeds(), run=self._cpu_run
-        )
-
-    def _cpu_run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Outputs of this model in onnxruntime on CPU (what the checks compare other runtimes with)."""
-        return dict(self.session(providers=["cpu"]).run(dict(feeds)))
+        return _deploying.compat(self, target)
 
     def _derive(
         self, model: onnx.ModelProto, properties: Mapping[str, str], source: Reference | None = None
@@ -395,17 +410,8 @@ class Artifact:
         """
         from onnxbridge.deploy import _web
 
-        source = _web.WebModel(
-            model=self.model,
-            facts={"framework": self.framework, "exporter": self.exporter, "opset": self.opset},
-            labels=self.labels,
-            properties=self.properties,
-            sample=self.reference.feeds(),
-            run=self._cpu_run,
-            write=lambda path: self.save(path, external_data=False),
-        )
         options = _web.WebOptions(title, runtime, preprocess, labels, backend, preflight)
-        return _web.to_web(source, directory, options)
+        return _web.to_web(_deploying.web_model(self), directory, options)
 
     # -- running --------------------------------------------------------------------------
     def session(
@@ -500,38 +506,22 @@ class Artifact:
             reference: Embed the export sample and the source's outputs on it (when under 1 MiB).
             layout: ``"genai"``, ``"transformers.js"`` or ``"optimum"``: the graph and every file
                 that runtime reads (``docs/files.md``); :class:`UnsupportedSettingError` if it cannot.
+                A runtime that cannot load a fused graph gets :attr:`fallback`.
             tokenizer: A transformers tokenizer whose files go into the ``layout`` folder.
 
         Returns:
             The file (or folder) written.
         """
         _layouts.check_layout(layout, tokenizer)
-        _metadata.write(self.model, self._file_facts(reference))
+        if layout is not None and (chosen := _deploying.for_layout(self, layout)) is not self:
+            return chosen.save(
+                path, external_data=external_data, reference=reference, layout=layout, tokenizer=tokenizer
+            )
+        _metadata.write(self.model, _deploying.file_facts(self, reference))
         if layout is None:
             return _files.save_model(self.model, path, external_data=external_data)
         facts = {"generation": self.generation, "source": self.source_files, "tokenizer": tokenizer}
         return _layouts.write(path, layout, self.model, external_data=external_data, **facts)
-
-    def _file_facts(self, reference: bool) -> _metadata.FileFacts:
-        """What :meth:`save` records in the file (``reference``: the export sample and the source's outputs)."""
-        sample, outputs = (self._sample, self._reference_outputs) if reference else (None, None)
-        if sample is not None and outputs is None and self._reference is not None:
-            outputs = self._reference(sample)
-        recorded = (sample, outputs) if sample is not None and outputs is not None else None
-        reports = {"validation": self.validation, "quantization": self.quantization, "optimization": self.optimization}
-        return _metadata.FileFacts(
-            framework=self.framework,
-            framework_version=self.framework_version,
-            exporter=self.exporter,
-            dynamic_axes=self.dynamic_axes,
-            export_notes=self.export_notes,
-            properties=self.properties,
-            summaries={kind: report.summary() for kind, report in reports.items() if report is not None},
-            generation=self.generation.to_json() if self.generation is not None else None,
-            labels=self.labels,
-            reference=recorded,
-            source_files=self.source_files.to_json() if self.source_files is not None else None,
-        )
 
 
 def load(path: str | os.PathLike[str]) -> Artifact:
@@ -543,7 +533,14 @@ def load(path: str | os.PathLike[str]) -> Artifact:
     model, whole = _files.read_model(source, notes=unchecked, weights_above=_scratch.SCRATCH_BYTES)
     exported = _describe.describe_onnx(model)
     exported.notes.extend(note for note in unchecked if note not in exported.notes)
-    artifact = Artifact(exported, path=source)
-    if not whole:
-        artifact._model, artifact._light = None, model
+    return Artifact(exported, path=source, weights_in_file=not whole)
+
+
+def _kept_on_disk(exported: Exported) -> Artifact:
+    """An artifact of ``exported`` whose weights wait in a scratch file: no second copy in memory."""
+    held = _scratch.ModelFile.scratch(exported.model)
+    artifact = Artifact(
+        dataclasses.replace(exported, model=_files.without_weights(exported.model)), weights_in_file=True
+    )
+    artifact._file = held
     return artifact

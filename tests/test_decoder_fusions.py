@@ -1,7 +1,8 @@
 """Fused decoders: GroupQueryAttention, rotary caches and packed projections, token-exact.
 
-``ob.export(causal_lm, fused=True)`` fuses where the fused graph gives the source's tokens; the
-default keeps standard operators, which ``optimize()`` fuses.
+``ob.export(causal_lm)`` fuses where the fused graph gives the source's tokens and keeps the graph
+in standard operators as ``art.fallback``; ``fused=False`` exports that graph only, which
+``optimize()`` fuses.
 
 Tiny models with random weights (nothing downloaded), default ``use_cache`` and generation config,
 judged by transformers' own greedy tokens on left-padded prompts of different lengths, short
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import collections
 import functools
+import gc
+import pathlib
+import tempfile
 
 import numpy as np
 import pytest
@@ -175,22 +179,58 @@ def test_shared_buffers_give_the_unfused_graph_s_tokens_for_any_prompts(lengths,
     )
 
 
-def test_export_fuses_a_decoder_on_request_and_keeps_standard_operators_by_default():
+def test_export_fuses_a_decoder_by_default_and_keeps_standard_operators_as_its_fallback():
     model, plain, _ = fused("llama")
-    art = ob.export(model, fused=True)
+    art = ob.export(model)
     assert ops(art)["GroupQueryAttention"] == TINY["num_hidden_layers"]
     assert art.generation.shared_cache is True
     assert any(note.startswith("fused for onnxruntime") for note in art.export_notes)
-    assert ops(ob.export(model))["GroupQueryAttention"] == 0  # the default every runtime loads
-    assert plain.generation.shared_cache is False
+    assert art.fallback is not None
+    assert ops(art.fallback)["GroupQueryAttention"] == 0
+    assert art.fallback.generation.shared_cache is False
+    assert ops(plain)["GroupQueryAttention"] == 0
+    assert plain.fallback is None
     ids, mask = left_padded((6, 2))
-    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=12), hf_tokens(model, ids, mask))
+    want = hf_tokens(model, ids, mask)
+    np.testing.assert_array_equal(art.generate(ids, mask, max_new_tokens=12), want)
+    np.testing.assert_array_equal(art.fallback.generate(ids, mask, max_new_tokens=12), want)
     with pytest.raises(ob.InputError, match="fused= applies to task='text-generation'"):
         ob.export(model, task="feature-extraction", fused=True)
 
 
-def test_a_fused_decoder_is_refused_for_transformers_js_whose_onnxruntime_cannot_load_it(tmp_path):
+def test_the_fallback_s_weights_wait_in_a_scratch_file_removed_with_the_artifact():
+    model, _, _ = fused("llama")
+    scratch = pathlib.Path(tempfile.gettempdir())
+    before = set(scratch.glob("onnxbridge-scratch-*"))
+    art = ob.export(model)
+    made = [folder for folder in set(scratch.glob("onnxbridge-scratch-*")) - before if (folder / "model.onnx").exists()]
+    assert len(made) == 1
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert (made[0] / "model.onnx.data").stat().st_size >= 0.9 * weights  # the weights went to the file
+    art.fallback.validate()  # raises unless the graph read back from the file matches the source
+    del art
+    gc.collect()
+    assert not made[0].exists()
+
+
+def test_compat_checks_the_fallback_where_the_fused_graph_fails_an_older_onnxruntime():
+    model, _, _ = fused("llama")
+    report = ob.export(model).compat("onnxruntime==1.20")
+    assert not report.ok
+    assert any("art.fallback" in finding.fix for finding in report.findings)
+    assert report.fallback is not None
+    assert report.fallback.ok
+    assert any("art.fallback" in note and "passes onnxruntime==1.20" in note for note in report.notes)
+    assert report.summary()["fallback"]["ok"] is True
+
+
+def test_a_fused_file_without_its_fallback_is_refused_for_transformers_js_whose_onnxruntime_cannot_load_it(
+    tmp_path,
+):
     _, _, opt = fused("llama")
+    opt.save(tmp_path / "fused.onnx")
+    loaded = ob.load(tmp_path / "fused.onnx")
+    assert loaded.fallback is None
     with pytest.raises(ob.UnsupportedSettingError, match=r"transformers\.js runs onnxruntime 1\.30"):
-        opt.save(tmp_path / "web", layout="transformers.js")
+        loaded.save(tmp_path / "web", layout="transformers.js")
     assert not (tmp_path / "web").exists()

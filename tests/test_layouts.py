@@ -67,10 +67,12 @@ def hf_tokens(model, prompt) -> list[int]:
     return out[0].tolist()
 
 
-def test_genai_folder_runs_in_onnxruntime_genai_with_transformers_greedy_tokens(llama, tmp_path):
+@pytest.mark.parametrize("graph", ["fused", "fallback"])
+def test_genai_folder_runs_in_onnxruntime_genai_with_transformers_greedy_tokens(llama, tmp_path, graph):
     og = pytest.importorskip("onnxruntime_genai")
     model, art, _ = llama
-    folder = art.save(tmp_path / "genai", layout="genai")
+    assert art.fallback is not None  # the default export fuses the decoder
+    folder = (art if graph == "fused" else art.fallback).save(tmp_path / "genai", layout="genai")
     assert {"genai_config.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"} <= {
         p.name for p in folder.iterdir()
     }
@@ -78,8 +80,9 @@ def test_genai_folder_runs_in_onnxruntime_genai_with_transformers_greedy_tokens(
     decoder = config["model"]["decoder"]
     assert (decoder["num_hidden_layers"], decoder["num_key_value_heads"], decoder["head_size"]) == (2, 2, 16)
     assert decoder["inputs"]["position_ids"] == "position_ids"
-    # The graph grows its cache by Concat: genai must not pre-allocate the present at full length.
-    assert config["search"]["past_present_share_buffer"] is False
+    # The fused graph's GroupQueryAttention writes into a context-long buffer; the fallback grows its
+    # cache by Concat, so genai must not pre-allocate its present at full length.
+    assert config["search"]["past_present_share_buffer"] is (graph == "fused")
     assert (config["model"]["eos_token_id"], config["model"]["context_length"]) == (2, 128)
     runtime = og.Model(str(folder))
     for prompt in PROMPTS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -95,11 +96,7 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
             f"model up to {layout.window} tokens; generate() refuses longer sequences"
         )
     notes.append(_cache_note(layout, joined=_hf_first_step.NOTE in notes))
-    attention_only = bool(layout.slots) and all(slot.part in ("key", "value") for slot in layout.slots)
-    if request.options.get("fused") and attention_only and _hf_first_step.NOTE not in notes:
-        positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
-        proto, spec = _hf_fused.fuse(proto, spec, layout.layers, positions, notes)
-    return Exported(
+    exported = Exported(
         model=proto,
         framework="transformers",
         framework_version=transformers.__version__,
@@ -112,6 +109,19 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
         properties={"task": "text-generation"},
         generation=spec,
     )
+    attention_only = bool(layout.slots) and all(slot.part in ("key", "value") for slot in layout.slots)
+    if request.options.get("fused", True) and attention_only and _hf_first_step.NOTE not in notes:
+        positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        standard = dataclasses.replace(exported, notes=list(notes))
+        fused_notes = list(notes)
+        fused, fused_spec = _hf_fused.fuse(proto, spec, layout.layers, positions, fused_notes)
+        if fused is proto:  # not fused: the note says why
+            exported.notes = fused_notes
+        else:
+            exported = dataclasses.replace(
+                exported, model=fused, generation=fused_spec, notes=fused_notes, fallback=standard
+            )
+    return exported
 
 
 def _with_first_step(

@@ -1,4 +1,4 @@
-"""``ob.export(causal_lm, fused=True)``: the fused decoder, kept where it is checked to give the same tokens.
+"""The fused decoder that ``ob.export(causal_lm)`` gives by default, kept where it is checked to give the same tokens.
 
 A decoder whose cache is attention keys and values only is fused after export with
 :func:`onnxbridge.graph._decoder_fusions.fuse_decoder` (``GroupQueryAttention`` with the cache
@@ -11,9 +11,10 @@ inside, packed QKV, rotary caches, RMS norms) when:
 * the fused graph, run by ``generate()``, gives the greedy tokens the source gave on the
   recorded prompts (left-padded, of different lengths).
 
-Otherwise the graph of standard operators is kept, and the note says why. That graph stays the
-default: older onnxruntime releases, onnxruntime-web and transformers.js's onnxruntime-node 1.30
-(whose ``GroupQueryAttention`` takes 16 inputs) load it, not the fused one.
+Otherwise the graph of standard operators is kept, and the note says why. When the fused graph
+is kept, the graph of standard operators comes with it as the artifact's ``fallback``: older
+onnxruntime releases, onnxruntime-web and transformers.js's onnxruntime-node 1.30 (whose
+``GroupQueryAttention`` takes 16 inputs) load that one, not the fused one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from onnxbridge.core._errors import first_line
 from onnxbridge.generation._spec import GenerationSpec
 
 QUERY_SEQLENS = 17  # GroupQueryAttention's input count once query_seqlens exists (onnxruntime 1.32)
-UNFUSED_HINT = "the default ob.export(model) keeps standard operators (older onnxruntime, transformers.js, the browser)"
+UNFUSED_HINT = (
+    "art.fallback holds the graph in standard operators (older onnxruntime, transformers.js, the browser); "
+    "fused=False exports that one only"
+)
 
 
 def fuse(

@@ -55,10 +55,11 @@ class TransformersAdapter:
     Options (keyword arguments of :func:`onnxbridge.export`):
         task: What the export is for (see :data:`TASKS`); default: the task of the model's class.
         exporter, export_kwargs: As for PyTorch models (encoder tasks; generation uses dynamo).
-        fused: For ``task="text-generation"``: fuse the decoder for onnxruntime 1.32+ (``GroupQueryAttention``,
-            packed QKV, rotary caches), kept only where its greedy tokens are the source's. Default
-            ``False``: standard operators, which every runtime loads (transformers.js's
-            onnxruntime-node 1.30 refuses the fused graph's ``GroupQueryAttention``).
+        fused: For ``task="text-generation"``: fuse the decoder for onnxruntime 1.32+ (``GroupQueryAttention``
+            with the cache inside, packed QKV, rotary caches), kept only where its greedy tokens are the
+            source's. Default ``True`` where the installed onnxruntime runs it; the graph of standard
+            operators, which every runtime loads, stays at hand as ``art.fallback``. ``False``: that
+            graph only.
     """
 
     framework = "transformers"
@@ -109,6 +110,8 @@ class TransformersAdapter:
         else:
             exported = self._export_forward(model, request, task, notes)
         exported.source_files = source_files(model)
+        if exported.fallback is not None:
+            exported.fallback.source_files = exported.source_files
         return exported
 
     def _export_forward(self, model: Any, request: ExportRequest, task: str, notes: list[str]) -> Exported:

@@ -185,6 +185,8 @@ def _node_problem(
         upgrade = f"it comes from quantize({made_by!r}): quantize with another mode for {name}, or {upgrade}"
     elif node.domain == "com.microsoft" and "optimization" in properties:
         upgrade = f"art.optimize() fused it: deploy the artifact before optimize(), optimize('basic'), or {upgrade}"
+    elif node.domain == "com.microsoft" and properties.get("task") == "text-generation":
+        upgrade = f"the export fused the decoder: deploy art.fallback (standard operators), or {upgrade}"
     if ort_releases.kernel_for(runtime, node.domain, node.op_type, None, {}) is None:
         return f"{name} has no CPU kernel for {node.op_type}", upgrade, ""
     listed = ", ".join(sorted(set(wanted.values())))
@@ -201,8 +203,12 @@ def inputs_problem(node: onnx.NodeProto, runtime: Runtime) -> tuple[str, str, st
         return "", "", ""
     first = ort_releases.first_release_taking(node.domain, node.op_type, used)
     problem = f"onnxruntime {runtime.version}'s {node.op_type} takes {takes} inputs; this node gives input {used}"
-    fix = f"deploy onnxruntime {first} or newer" if first else "deploy the artifact before optimize()"
-    return problem, f"{fix}, or the artifact before optimize() (standard operators)", ""
+    fix = f"deploy onnxruntime {first} or newer, or" if first else "deploy"
+    return (
+        problem,
+        f"{fix} the graph in standard operators (art.fallback of a fused export, the artifact before optimize())",
+        "",
+    )
 
 
 def _schema(node: onnx.NodeProto, opsets: Mapping[str, int]) -> Any:

@@ -30,6 +30,8 @@ class CompatReport:
 
     ``checked`` and ``not_checked`` say what was looked at and what was not; ``notes`` lists what
     runs, but not as written (an operator run as its ONNX function, float16 run through casts).
+    ``fallback`` is the report on the artifact's graph in standard operators (``art.fallback`` of
+    a fused decoder), checked when this graph fails the target; ``None`` otherwise.
     """
 
     target: str
@@ -37,6 +39,7 @@ class CompatReport:
     checked: list[str] = field(default_factory=list)
     not_checked: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fallback: CompatReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -52,6 +55,7 @@ class CompatReport:
             "checked": self.checked,
             "not_checked": self.not_checked,
             "notes": self.notes,
+            "fallback": self.fallback.summary() if self.fallback is not None else None,
         }
 
     def to_json(self) -> str:

@@ -110,8 +110,13 @@ def write(
         raise ModelFileError(f"Cannot create {str(target)!r}: its parent folder does not exist. Create it first.")
     configs = dict(source.configs) if source is not None else {}
     genai = genai_config(model, generation, configs) if layout == "genai" else None  # refuse before writing
-    if layout == "transformers.js":
-        _check_transformers_js(model)
+    refused = refusal(layout, model)
+    if refused:
+        raise UnsupportedSettingError(
+            f"layout={layout!r}: {refused} (a decoder fused for onnxruntime 1.32). Save the graph in standard "
+            "operators: art.fallback of a fused export, ob.export(model, fused=False), or the artifact before "
+            "optimize()."
+        )
     if layout != "genai" and "config.json" not in configs:
         raise UnsupportedSettingError(
             f"layout={layout!r} needs the model's config.json, which only a transformers export records; this "
@@ -190,19 +195,22 @@ def _external_data_format(config: Mapping[str, Any], target: Path, graph: str, c
 TRANSFORMERS_JS_ONNXRUNTIME = "1.30"  # the onnxruntime-node transformers.js 4.3 pins
 
 
-def _check_transformers_js(model: onnx.ModelProto) -> None:
-    """Refuse contrib operators given more inputs than transformers.js's onnxruntime takes (a fused decoder)."""
+def refusal(layout: str, model: onnx.ModelProto) -> str:
+    """Why ``layout``'s runtime would refuse ``model``'s graph, or ``""``.
+
+    transformers.js runs onnxruntime-node 1.30, whose contrib operators take fewer inputs than a
+    decoder fused for onnxruntime 1.32 gives ``GroupQueryAttention``.
+    """
     from onnxbridge.checks import _compat, _ort_releases
 
+    if layout != "transformers.js":
+        return ""
     runtime = _ort_releases.release(TRANSFORMERS_JS_ONNXRUNTIME)
     for node in _graph.all_nodes(model.graph):
         problem = _compat.inputs_problem(node, runtime)[0]
         if problem:
-            raise UnsupportedSettingError(
-                f"layout='transformers.js': transformers.js runs onnxruntime {TRANSFORMERS_JS_ONNXRUNTIME}, and "
-                f"{problem} (a decoder fused for onnxruntime 1.32). Save the decoder exported without fused=True "
-                "(before optimize()) for transformers.js."
-            )
+            return f"transformers.js runs onnxruntime {TRANSFORMERS_JS_ONNXRUNTIME}, and {problem}"
+    return ""
 
 
 def graph_name(layout: str, model: onnx.ModelProto) -> str:

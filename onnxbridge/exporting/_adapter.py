@@ -65,6 +65,8 @@ class Exported:
             ``classes_``, transformers' ``id2label``); shown by the browser page.
         source_files: The source's own settings files (transformers' ``config.json`` and
             ``generation_config.json``, the folder it was loaded from), for runtime folders.
+        fallback: Where ``model`` uses operators of one onnxruntime release on (a decoder fused
+            for onnxruntime 1.32): the same model in standard operators, for other runtimes.
     """
 
     model: onnx.ModelProto
@@ -81,6 +83,7 @@ class Exported:
     components: dict[str, Exported] | None = None
     labels: dict[str, list[str]] | None = None
     source_files: SourceFiles | None = None
+    fallback: Exported | None = None
 
 
 @runtime_checkable

@@ -50,6 +50,14 @@ class ModelFile:
         self.loaded_from = loaded_from
         self._copy: ScratchCopy | None = None
 
+    @classmethod
+    def scratch(cls, model: onnx.ModelProto) -> ModelFile:
+        """``model`` written to a scratch copy now, read from it from then on (the copy lives as long as this)."""
+        copy = ScratchCopy(model)
+        held = cls(copy.path)
+        held._copy = copy
+        return held
+
     def path(self, model: onnx.ModelProto) -> Path | None:
         """A file holding ``model``, or ``None`` when bytes will do."""
         if not wants_file(model):
