@@ -360,7 +360,10 @@ def test_int4_and_int8_weight_decoders_are_smaller_and_keep_greedy_tokens():
         report = q.quantization
         assert report.mode.value == mode
         assert f"int{bits} block-wise" in report.settings["weights"]
-        assert sum(n.op_type == "MatMulNBits" for n in q.model.graph.node) >= 14  # 7 per layer, and the LM head
+        weights = {t.name for t in art.model.graph.initializer if len(t.dims) == 2}
+        matmuls = sum(n.op_type == "MatMul" and n.input[1] in weights for n in art.model.graph.node)
+        assert matmuls >= 11  # per layer Q/K/V (packed in the fused graph), O, gate, up, down; and the LM head
+        assert sum(n.op_type == "MatMulNBits" for n in q.model.graph.node) == matmuls  # every one of them
         sizes[mode] = _weight_bytes(q.model) / _weight_bytes(art.model)
         assert report.size_ratio < 1
         quality = report.generation
@@ -369,6 +372,7 @@ def test_int4_and_int8_weight_decoders_are_smaller_and_keep_greedy_tokens():
         assert quality.identical == quality.prompts, str(report)
         assert quality.min_logits_cosine > 0.99
         np.testing.assert_array_equal(q.generate(ids, mask, max_new_tokens=8), greedy)
-    # Weights only: the dynamo exporter's per-node metadata (stack traces) dominates a tiny file.
-    assert sizes["int4"] < 0.25, sizes
+    # Weights only: the dynamo exporter's per-node metadata (stack traces) dominates a tiny file. The fused
+    # graph's rotary cos/sin caches (float, a few percent of this tiny model) stay as they are.
+    assert sizes["int4"] < 0.27, sizes
     assert sizes["int8-weight"] < 0.4, sizes

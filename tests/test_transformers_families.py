@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import onnx
 import pytest
 
 import onnxbridge as ob
@@ -68,14 +69,33 @@ def test_mixture_of_experts_decoder_exports_validates_and_generates_token_exact(
 
 def test_routed_experts_graph_gathers_the_selected_experts_instead_of_running_all():
     model, art = moe("qwen3_moe")
+    standard = art.fallback.model  # the graph in standard operators; the default one routes in MoE
     experts = model.config.num_experts
-    stacked = {t.name for t in art.model.graph.initializer if len(t.dims) == 3 and t.dims[0] == experts}
+    stacked = {t.name for t in standard.graph.initializer if len(t.dims) == 3 and t.dims[0] == experts}
     assert len(stacked) == 2 * model.config.num_hidden_layers  # gate_up and down weights of every expert, per layer
     consumers = {
-        node.op_type for node in art.model.graph.node for name in node.input if name in stacked
+        node.op_type for node in standard.graph.node for name in node.input if name in stacked
     }  # the selected experts' rows are gathered (by each token's top-k ids), never every expert multiplied
     assert consumers
     assert consumers <= {"Gather", "GatherND"}
+
+
+def test_experts_fuse_into_onnxruntime_moe_with_gate_and_up_interleaved_as_its_cpu_kernel_takes():
+    model, art = moe("qwen3_moe")
+    nodes = [n for n in art.model.graph.node if (n.domain, n.op_type) == ("com.microsoft", "MoE")]
+    assert len(nodes) == model.config.num_hidden_layers
+    for node in nodes:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes["activation_type"] == b"swiglu"
+        assert attributes["swiglu_fusion"] == 1
+        assert attributes["k"] == model.config.num_experts_per_tok
+        assert len(node.input) <= 6 or not node.input[6]  # no fc3, which the CPU kernel refuses
+    assert "TopK" not in {n.op_type for n in art.model.graph.node}  # onnxruntime routes the tokens itself
+    weights = {t.name for t in art.model.graph.initializer if len(t.dims) == 3}
+    assert {n.op_type for n in art.model.graph.node for name in n.input if name in weights} == {"MoE"}
+    feeds = art.reference.feeds()
+    fused, standard = art.session().run(feeds), art.fallback.session().run(feeds)
+    np.testing.assert_allclose(fused["logits"], standard["logits"], rtol=1e-4, atol=1e-5)
 
 
 @functools.cache

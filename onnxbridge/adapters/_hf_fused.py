@@ -7,7 +7,8 @@ inside, packed QKV, rotary caches, RMS norms) when:
 * the installed onnxruntime's ``GroupQueryAttention`` takes ``query_seqlens`` (its 17th input,
   onnxruntime 1.32), which the fused graph gives it;
 * every attention layer fused, so that one context-long buffer per layer can serve as past and
-  present (``generate()`` binds them once);
+  present (``generate()`` binds them once); or none did, and mixture-of-experts blocks fused into
+  ``MoE`` (the attention then keeps its cache ``Concat``);
 * the fused graph, run by ``generate()``, gives the greedy tokens the source gave on the
   recorded prompts (left-padded, of different lengths).
 
@@ -54,17 +55,18 @@ def fuse(
         import onnx_ir as ir
 
         work = ir.serde.deserialize_model(proto)
-        _decoder_fusions.fuse_decoder(work, max_positions)
+        experts = _decoder_fusions.fuse_decoder(work, max_positions).get("moe", 0)
         fused = ir.serde.serialize_model(work)
         attention = sum(n.op_type == "GroupQueryAttention" for n in fused.graph.node)
-        if attention != layers or not _graph.shares_cache_buffers(fused):
+        whole = attention == layers and _graph.shares_cache_buffers(fused)
+        if not whole and (attention or not experts):  # attention half fused, or nothing worth a second graph
             notes.append(
                 f"not fused: {attention} of {layers} attention layers have the shape onnxbridge fuses to "
                 "GroupQueryAttention; the graph keeps standard operators (art.optimize() fuses what it can)"
             )
             return proto, spec
-        shared = dataclasses.replace(spec, shared_cache=True)
-        got = _loop.replay(Session(fused, ["cpu"]), shared)(spec.record)
+        done = dataclasses.replace(spec, shared_cache=whole)
+        got = _loop.replay(Session(fused, ["cpu"]), done)(spec.record)
     except Exception as err:  # noqa: BLE001 - a failed fusion leaves the standard graph, said in the notes
         notes.append(f"not fused: {type(err).__name__}: {first_line(err)}; the graph keeps standard operators")
         return proto, spec
@@ -75,9 +77,17 @@ def fuse(
             "graph keeps standard operators"
         )
         return proto, spec
+    parts = [
+        f"{layers} GroupQueryAttention (cache inside, one buffer per layer shared by past and present), Q, K and V "
+        "in one MatMul, rotary cos/sin caches"
+        if whole
+        else f"attention left as it was ({layers} layers not in the shape onnxbridge fuses to GroupQueryAttention)",
+        "RMS norms as SimplifiedLayerNormalization",
+    ]
+    if experts:
+        parts.append(f"{experts} MoE (experts routed by onnxruntime, gate and up interleaved as its CPU kernel takes)")
     notes.append(
-        f"fused for onnxruntime: {layers} GroupQueryAttention (cache inside, one buffer per layer shared by past and "
-        "present), Q, K and V in one MatMul, rotary cos/sin caches, RMS norms as SimplifiedLayerNormalization; "
-        f"its greedy tokens are the source's on the recorded prompts. {UNFUSED_HINT}"
+        f"fused for onnxruntime: {', '.join(parts)}; its greedy tokens are the source's on the recorded prompts. "
+        f"{UNFUSED_HINT}"
     )
-    return fused, shared
+    return fused, done

@@ -24,7 +24,8 @@ The two rules here, in onnxscript's pattern framework, fill those gaps:
   breaks.
 
 :func:`fuse_decoder` runs onnxscript's ``ort_fusions`` steps in their order with these rules
-inserted where they belong.
+inserted where they belong, after fusing mixture-of-experts blocks into ``MoE``
+(:mod:`onnxbridge.graph._expert_fusions`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from onnxbridge.graph import _expert_fusions
 
 _FUSION_DOMAIN = "ai.onnxruntime._fusion"
 
@@ -56,8 +59,10 @@ def fuse_decoder(model: Any, max_positions: int | None = None) -> dict[str, int]
         "cos_sin_cache": _fusion_utils.apply_fusion_rules(pattern.RewriteRuleSet([cache_rule], commute=True)),
         "gqa": _fusion_utils.apply_fusion_rules(pattern.RewriteRuleSet([_gqa_class().rule()])),
     }
+    experts = _expert_fusions.fuse_experts(model)  # first: transformers' fusion matches the exported form
     _core._pre_optimize(model)
     counts = {
+        "moe": experts,
         "rms_normalization": rms.fuse_rms_normalization(model),
         "skip_rms_normalization": skip.fuse_skip_rms_normalization(model),
         "rotary_embedding": rotary_embedding.fuse_rotary_embedding(model),
