@@ -146,6 +146,7 @@ class Artifact:
         atol: float | None = None,
         samples: Iterable[Any] | None = None,
         raise_on_failure: bool = True,
+        strict: bool = False,
     ) -> _validation.ValidationReport:
         """Check the model's structure, its dynamic axes, and its outputs against the source.
 
@@ -153,7 +154,8 @@ class Artifact:
         2. Every declared dynamic axis is symbolic in the graph.
         3. onnxruntime's outputs agree with the source framework within ``rtol``/``atol``
            on the export sample, on copies of it resized along each dynamic axis, and
-           on ``samples``. A loaded artifact compares with the reference outputs
+           on ``samples``; beyond them, within float summation noise (128 ulp of the output's
+           largest value), a float output passes as ``noise``, said in the report. A loaded artifact compares with the reference outputs
            recorded at export time, if the file kept them.
         4. For a decoder exported with its cache: greedy generation in onnxruntime gives the
            token ids the source model gave (recorded at export, left-padded prompts of two
@@ -169,6 +171,7 @@ class Artifact:
                 one array for single-input models. Needs the source model.
             raise_on_failure: Raise :class:`ValidationError` on failure; otherwise return
                 the report with ``ok == False``.
+            strict: Judge outputs by ``rtol``/``atol`` alone, with no allowance for noise.
 
         Returns:
             The report; also kept as ``artifact.validation``.
@@ -195,6 +198,7 @@ class Artifact:
             atol=atol,
             quantized=self.quantization.mode.value if self.quantization is not None else None,
             facts=self.properties,
+            strict=strict,
         )
         spec = self.generation
         replay = (lambda record: _loop.replay(session(), spec)(record)) if spec is not None else None

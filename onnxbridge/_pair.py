@@ -137,6 +137,7 @@ class EncoderDecoderArtifact:
         atol: float | None = None,
         samples: Any = None,
         raise_on_failure: bool = True,
+        strict: bool = False,
     ) -> _validation.ValidationReport:
         """Validate each graph (checker, symbolic axes, numeric parity) and greedy generation end to end.
 
@@ -146,10 +147,11 @@ class EncoderDecoderArtifact:
         if samples is not None:
             raise InputError("validate(samples=...) takes one graph's inputs: use pair.encoder.validate(samples=...).")
         reports = {
-            role: part.validate(rtol=rtol, atol=atol, raise_on_failure=False) for role, part in self.components.items()
+            role: part.validate(rtol=rtol, atol=atol, raise_on_failure=False, strict=strict)
+            for role, part in self.components.items()
         }
         first = reports["decoder"]
-        report = _validation.ValidationReport(rtol=first.rtol, atol=first.atol, facts=dict(first.facts))
+        report = _validation.ValidationReport(rtol=first.rtol, atol=first.atol, strict=strict, facts=dict(first.facts))
         for role, part in reports.items():
             report.checks += [replace(c, name=f"{role}: {c.name}") for c in part.checks if c.name != "generation"]
             report.comparisons += [replace(c, case=f"{role} {c.case}") for c in part.comparisons]

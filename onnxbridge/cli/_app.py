@@ -152,6 +152,9 @@ def validate(
     atol: Annotated[
         float | None, typer.Option(help="Absolute tolerance (default 1e-5, or the quantization mode's).")
     ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Judge by rtol/atol alone: no allowance for float summation noise.")
+    ] = False,
 ) -> None:
     """Check structure, symbolic axes and, where the file recorded reference outputs, numeric parity.
 
@@ -161,7 +164,7 @@ def validate(
     """
     art = _load(model)
     try:
-        report = art.validate(rtol=rtol, atol=atol, raise_on_failure=False)
+        report = art.validate(rtol=rtol, atol=atol, strict=strict, raise_on_failure=False)
     except ob.OnnxBridgeError as err:
         raise _fail(err) from err
     print(report)
