@@ -8,19 +8,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
-from onnxbridge import _deploying
+from onnxbridge import _deploying, _validating
 from onnxbridge.checks import _validation
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._types import Reference, ReferenceFn, SourceFiles
 from onnxbridge.deploy import _layouts
 from onnxbridge.exporting import _describe
 from onnxbridge.exporting._adapter import Exported
-from onnxbridge.generation import _check, _loop
+from onnxbridge.generation import _loop
 from onnxbridge.generation._spec import GenerationKwargs, GenerationOptions, GenerationSpec
 from onnxbridge.graph import _files, _graph, _metadata, _scratch
 from onnxbridge.quantize._options import QuantizeKwargs, QuantizeOptions
 from onnxbridge.quantize._types import OptimizationReport, QuantizationMode, QuantizationReport
-from onnxbridge.running._feeds import as_feeds
 from onnxbridge.running._session import Session
 
 if TYPE_CHECKING:
@@ -155,8 +154,8 @@ class Artifact:
         3. onnxruntime's outputs agree with the source framework within ``rtol``/``atol``
            on the export sample, on copies of it resized along each dynamic axis, and
            on ``samples``; beyond them, within float summation noise (128 ulp of the output's
-           largest value), a float output passes as ``noise``, said in the report. A loaded artifact compares with the reference outputs
-           recorded at export time, if the file kept them.
+           largest value), a float output passes as ``noise``, said in the report. A loaded
+           artifact compares with the reference outputs recorded at export time, if kept.
         4. For a decoder exported with its cache: greedy generation in onnxruntime gives the
            token ids the source model gave (recorded at export, left-padded prompts of two
            lengths), with the logits of every step within ``rtol``/``atol``. A mismatch
@@ -176,39 +175,14 @@ class Artifact:
         Returns:
             The report; also kept as ``artifact.validation``.
         """
-        dtypes = _graph.input_dtypes(self.model)
-        extra = [as_feeds(s, self.input_names, f"samples[{i}]", dtypes) for i, s in enumerate(samples or [])]
-        opened: list[Session] = []
-
-        def session() -> Session:  # one CPU session for every check that runs the model
-            if not opened:
-                opened.append(self.session(providers=["cpu"]))
-            return opened[0]
-
-        report = _validation.validate(
-            self.model,
-            path=self._model_file(),
-            dynamic_axes=self.dynamic_axes,
-            sample=self._sample,
-            source=self._reference,
-            recorded=self._reference_outputs,
-            session=session,
-            samples=extra,
+        self.validation = _validating.validate(
+            self,
+            self._model_file(),
             rtol=rtol,
             atol=atol,
-            quantized=self.quantization.mode.value if self.quantization is not None else None,
-            facts=self.properties,
-            strict=strict,
-        )
-        spec = self.generation
-        replay = (lambda record: _loop.replay(session(), spec)(record)) if spec is not None else None
-        self.validation = _check.conclude(
-            report,
-            spec,
-            replay,
-            quantized=self.quantization.mode.value if self.quantization is not None else None,
-            framework=self.framework,
+            samples=samples,
             raise_on_failure=raise_on_failure,
+            strict=strict,
         )
         return self.validation
 

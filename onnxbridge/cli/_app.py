@@ -28,10 +28,7 @@ from onnxbridge.exporting import _describe
 
 app = typer.Typer(
     name="onnxbridge",
-    help=(
-        "Inspect, validate, convert, quantize, benchmark and run ONNX models exported with onnxbridge "
-        "(or any ONNX file)."
-    ),
+    help="Inspect, validate, convert, quantize, benchmark and run ONNX models (onnxbridge's, or any ONNX file).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -147,14 +144,12 @@ def _print_summary(info: dict[str, Any]) -> None:
 def validate(
     model: ModelArg,
     rtol: Annotated[
-        float | None, typer.Option(help="Relative tolerance (default 1e-3, or the quantization mode's).")
+        float | None, typer.Option(help="Relative tolerance (default 1e-3, or the quantized mode's).")
     ] = None,
     atol: Annotated[
-        float | None, typer.Option(help="Absolute tolerance (default 1e-5, or the quantization mode's).")
+        float | None, typer.Option(help="Absolute tolerance (default 1e-5, or the quantized mode's).")
     ] = None,
-    strict: Annotated[
-        bool, typer.Option(help="Judge by rtol/atol alone: no allowance for float summation noise.")
-    ] = False,
+    strict: Annotated[bool, typer.Option(help="Judge by rtol/atol alone, no allowance for float noise.")] = False,
 ) -> None:
     """Check structure, symbolic axes and, where the file recorded reference outputs, numeric parity.
 
