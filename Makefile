@@ -14,8 +14,11 @@ EXTRAS := torch,tensorflow,sklearn,lightgbm,xgboost,quantization,genai,ray,spark
 # run in a second venv with only the core dependencies (plus pytest and hypothesis), next to VENV.
 # Every other test module must skip, not error, when its framework is missing there.
 CORE_VENV ?= $(VENV)-core
+# torchvision needs the torch it was built for, which is not the main venv's: the tests marked `vision`
+# run in a third venv with requirements/constraints-vision.txt's torch and torchvision.
+VISION_VENV ?= $(VENV)-vision
 
-.PHONY: venv web-runtime web-bench-runtime transformers-js demo test test-fast test-core lint docs dist bench census clean
+.PHONY: venv web-runtime web-bench-runtime transformers-js demo test test-fast test-core test-vision lint docs dist bench census clean
 
 venv:
 	python3 scripts/ensure_venv.py $(VENV) $(EXTRAS)
@@ -60,10 +63,14 @@ test-core:
 	python3 scripts/ensure_venv.py $(CORE_VENV) test
 	$(CORE_VENV)/bin/python -m pytest -p no:cacheprovider -m core
 
+test-vision:
+	python3 scripts/ensure_venv.py $(VISION_VENV) vision,test requirements/constraints-vision.txt
+	$(VISION_VENV)/bin/python -m pytest -p no:cacheprovider -m vision
+
 # Two workers, each taking whole test files (module fixtures are built once): most of the suite's
 # time is single-threaded Python (tracing, converting, starting interpreters), so two workers on
 # two cores take about two thirds of the time of one.
-test: lint docs dist web-runtime transformers-js test-core
+test: lint docs dist web-runtime transformers-js test-core test-vision
 	ONNXBRIDGE_ORT_WEB_DIST=$(ORT_WEB) ONNXBRIDGE_TRANSFORMERS_JS=$(TRANSFORMERS_JS) $(PY) -m pytest -n 2 --dist loadfile
 
 # The fast tier, before every commit: lint, types and every test not marked slow (under 4 minutes).
@@ -86,4 +93,4 @@ census: venv
 	$(PY) scripts/transformers_census.py --write
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CORE_VENV) $(VISION_VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from onnxbridge.checks import _validation
 from onnxbridge.generation import _check, _loop
 from onnxbridge.graph import _graph
@@ -50,7 +52,7 @@ def validate(
         model,
         path=path,
         dynamic_axes=artifact.dynamic_axes,
-        sample=truth.feeds(),
+        sample={name: np.array(value) for name, value in truth.sample.items()} if truth.sample is not None else None,
         source=truth.run,
         recorded=dict(truth.outputs) if truth.outputs is not None else None,
         session=session,
