@@ -56,6 +56,8 @@ class Artifact:
         source_files: The source's own settings files (transformers' ``config.json`` and
             ``generation_config.json``) that :meth:`save` writes into runtime folders, or ``None``.
         fallback: For a decoder fused for onnxruntime 1.32: the same model in standard operators.
+        export_seconds: Seconds per phase of the export that made it (``"torch.onnx.export (dynamo)"``,
+            ``"source model run"``, ..., ``"other"``, ``"total"``); empty for a loaded or derived one.
     """
 
     def __init__(self, exported: Exported, *, path: Path | None = None, weights_in_file: bool = False) -> None:
@@ -67,6 +69,7 @@ class Artifact:
         self.exporter = exported.exporter
         self.dynamic_axes: DynamicAxes = exported.dynamic_axes
         self.export_notes: tuple[str, ...] = tuple(exported.notes)
+        self.export_seconds: dict[str, float] = dict(exported.phases)
         self.properties: dict[str, str] = dict(exported.properties)
         self.validation: _validation.ValidationReport | None = None
         self._sample = exported.sample

@@ -42,6 +42,9 @@ def test_torch_export_program_exports_with_its_example_inputs(tmp_path):
                         tmp_path / "cnn.onnx")  # fmt: skip
     assert summary["source"] == "torch.export program"
     assert summary["dynamic_axes"][summary["inputs"][0]] == {"0": "batch"}
+    seconds = summary["seconds"]  # where the time went: the export's phases, then validation
+    assert {"total", "other", "validate"} <= set(seconds)
+    assert all(value >= 0 for value in seconds.values())
 
 
 def test_a_program_exported_with_a_fixed_batch_cannot_be_made_dynamic(tmp_path):

@@ -45,6 +45,12 @@ def fused(arch: str) -> tuple[object, ob.Artifact, ob.Artifact]:
     return model, art, art.optimize()
 
 
+@functools.cache
+def default_export(arch: str) -> ob.Artifact:
+    """``ob.export(model)`` as a user calls it: fused, with its fallback."""
+    return ob.export(fused(arch)[0])
+
+
 def ops(art: ob.Artifact) -> collections.Counter[str]:
     return collections.Counter(n.op_type for n in art.model.graph.node)
 
@@ -181,7 +187,7 @@ def test_shared_buffers_give_the_unfused_graph_s_tokens_for_any_prompts(lengths,
 
 def test_export_fuses_a_decoder_by_default_and_keeps_standard_operators_as_its_fallback():
     model, plain, _ = fused("llama")
-    art = ob.export(model)
+    art = default_export("llama")
     assert ops(art)["GroupQueryAttention"] == TINY["num_hidden_layers"]
     assert art.generation.shared_cache is True
     assert any(note.startswith("fused for onnxruntime") for note in art.export_notes)
@@ -198,6 +204,7 @@ def test_export_fuses_a_decoder_by_default_and_keeps_standard_operators_as_its_f
         ob.export(model, task="feature-extraction", fused=True)
 
 
+@pytest.mark.slow
 def test_the_fallback_s_weights_wait_in_a_scratch_file_removed_with_the_artifact():
     model, _, _ = fused("llama")
     scratch = pathlib.Path(tempfile.gettempdir())
@@ -214,8 +221,7 @@ def test_the_fallback_s_weights_wait_in_a_scratch_file_removed_with_the_artifact
 
 
 def test_compat_checks_the_fallback_where_the_fused_graph_fails_an_older_onnxruntime():
-    model, _, _ = fused("llama")
-    report = ob.export(model).compat("onnxruntime==1.20")
+    report = default_export("llama").compat("onnxruntime==1.20")
     assert not report.ok
     assert any("art.fallback" in finding.fix for finding in report.findings)
     assert report.fallback is not None

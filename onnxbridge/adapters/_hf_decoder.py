@@ -59,7 +59,13 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
     step = _hf_cache.step_module(torch, transformers, model, layout, position_ids)
     extra = dict(request.options.get("export_kwargs", {}))
     what = f"{type(model).__name__} {'with its cache' if layout.slots else '(it keeps no cache)'}"
-    export = functools.partial(export_graph, torch, opset=opset, notes=notes, what=what, extra=extra, model=model)
+    trace = functools.partial(export_graph, torch, opset=opset, notes=notes, what=what, extra=extra, model=model)
+
+    def export(*args: Any, **kwargs: Any) -> Any:
+        again = "torch.onnx.export" in request.phases.seconds  # the first step's own graph
+        with request.phases.timed("torch.onnx.export (re-export)" if again else "torch.onnx.export"):
+            return trace(*args, **kwargs)
+
     proto = export(
         step,
         sample,
@@ -77,7 +83,11 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
             else ""
         ),
     )
-    if _hf_first_step.applies(layout) and _hf_first_step.prompt_differs(torch, step, proto, layout, position_ids):
+    with request.phases.timed("first-step check"):
+        differs = _hf_first_step.applies(layout) and _hf_first_step.prompt_differs(
+            torch, step, proto, layout, position_ids
+        )
+    if differs:
         proto = _with_first_step(torch, step, proto, layout, position_ids, export, axes)
         notes.append(_hf_first_step.NOTE)
     feeds = {name: to_numpy(t) for name, t in zip(names, sample, strict=True)}
@@ -88,7 +98,8 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
             outputs = step(*tensors)
         return {name: to_numpy(t) for name, t in zip(out_names, outputs, strict=True)}
 
-    spec = generation_spec(torch, model, request.sample)
+    with request.phases.timed("greedy tokens from the source"):
+        spec = generation_spec(torch, model, request.sample)
     if layout.window is not None:
         spec.max_length = layout.window
         notes.append(
@@ -114,7 +125,8 @@ def export_decoder(model: Any, request: ExportRequest, notes: list[str]) -> Expo
         positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         standard = dataclasses.replace(exported, notes=list(notes))
         fused_notes = list(notes)
-        fused, fused_spec = _hf_fused.fuse(proto, spec, layout.layers, positions, fused_notes)
+        with request.phases.timed("fusion and its token check"):
+            fused, fused_spec = _hf_fused.fuse(proto, spec, layout.layers, positions, fused_notes)
         if fused is proto:  # not fused: the note says why
             exported.notes = fused_notes
         else:

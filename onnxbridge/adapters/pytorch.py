@@ -74,7 +74,7 @@ class TorchAdapter:
         if exporter not in _EXPORTERS:
             raise InputError(f"exporter={exporter!r}: expected one of {', '.join(map(repr, _EXPORTERS))}.")
         sample = _Sample.from_user(torch, model, request.sample, request.input_names)
-        with inference(model):
+        with inference(model), request.phases.timed("source model run"):
             outputs = sample.call(model)
         out_names, out_tensors = _flatten_outputs(outputs, request.output_names)
         axes = normalize_dynamic_axes(
@@ -86,7 +86,8 @@ class TorchAdapter:
         failures: list[tuple[str, BaseException]] = []
         for attempt in _attempts(exporter, notes):
             try:
-                with inference(model), captured_warnings(notes, attempt), exact_constant_rules():
+                timed = request.phases.timed(f"torch.onnx.export ({attempt})")
+                with inference(model), captured_warnings(notes, attempt), exact_constant_rules(), timed:
                     proto = _run_exporter(torch, attempt, model, grown, sample, out_names, axes, opset, request)
                 _finish(proto, sample, out_names, axes)
                 _check_opset(proto, request.opset)

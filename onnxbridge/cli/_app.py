@@ -225,7 +225,8 @@ def export_(
         with progress:
             inputs, axes = _sources.parse_inputs(input or []), _sources.parse_dynamic(dynamic or [])
             art = _sources.export_source(found, task=task, inputs=inputs, dynamic_axes=axes, opset=opset)
-            report = art.validate(raise_on_failure=False) if validate else None
+            started = time.perf_counter()
+            report, checked = art.validate(raise_on_failure=False) if validate else None, time.perf_counter() - started
             if report is not None and not report.ok:
                 print(report, file=sys.stderr)
                 raise typer.Exit(1)
@@ -244,6 +245,7 @@ def export_(
         "validation": report.summary() if report is not None else None,
         "quantization": result.quantization.mode.value if result.quantization is not None else None,
         "layout": layout,
+        "seconds": {**art.export_seconds, **({"validate": round(checked, 3)} if report is not None else {})},
     }
     if as_json:
         print(json.dumps(summary))

@@ -6,12 +6,13 @@ blocks does. Used by quantization's latency ratios, the demo and the benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["Comparison", "compare", "per_call"]
+__all__ = ["Comparison", "Phases", "compare", "per_call"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,30 @@ def compare(
         b_times.append(spent[1])
         ratios.append(spent[0] / spent[1])
     return Comparison(statistics.median(a_times), statistics.median(b_times), statistics.median(ratios))
+
+
+class Phases:
+    """Seconds spent in each named phase of one piece of work (an export), in the order first entered."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the time of the ``with`` block to phase ``name`` (a phase entered twice adds up)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def split(self, total: float) -> dict[str, float]:
+        """Each phase's seconds, ``"other"`` for the rest of ``total``, and ``"total"``, rounded to milliseconds."""
+        other = max(total - sum(self.seconds.values()), 0.0)
+        return {name: round(seconds, 3) for name, seconds in {**self.seconds, "other": other, "total": total}.items()}
+
+    @staticmethod
+    def describe(split: dict[str, float]) -> str:
+        """``"export took 12.3 s: torch.onnx.export 10.1 s, ..."`` for a :meth:`split`."""
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in split.items() if name != "total")
+        return f"export took {split['total']:.1f} s: {parts}"

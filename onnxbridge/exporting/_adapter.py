@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from onnxbridge.core._axes import DynamicAxes, DynamicAxesSpec
 from onnxbridge.core._errors import InputError
+from onnxbridge.core._timing import Phases
 from onnxbridge.core._types import Feeds, ReferenceFn, SourceFiles
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class ExportRequest:
     output_names: Sequence[str] | None = None
     opset: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    phases: Phases = field(default_factory=Phases, compare=False)  # adapters time their phases here
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Exported:
             ``generation_config.json``, the folder it was loaded from), for runtime folders.
         fallback: Where ``model`` uses operators of one onnxruntime release on (a decoder fused
             for onnxruntime 1.32): the same model in standard operators, for other runtimes.
+        phases: Seconds spent in each phase of the export (``"torch.onnx.export (dynamo)"``,
+            ``"source model run"``, ..., ``"other"``, ``"total"``), set by the dispatcher.
     """
 
     model: onnx.ModelProto
@@ -84,6 +88,7 @@ class Exported:
     labels: dict[str, list[str]] | None = None
     source_files: SourceFiles | None = None
     fallback: Exported | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable

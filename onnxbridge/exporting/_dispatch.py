@@ -7,6 +7,7 @@ depending on the artifact.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from onnxbridge.core._errors import (
     config_fault,
     first_line,
 )
+from onnxbridge.core._timing import Phases
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 from onnxbridge.exporting._registry import default_registry
 from onnxbridge.graph import _checker
@@ -58,6 +60,7 @@ def export_model(
         opset=opset,
         options=adapter_options,
     )
+    start = time.perf_counter()
     try:
         exported = adapter.export(model, request)
     except OnnxBridgeError:
@@ -81,7 +84,10 @@ def export_model(
     if exported.model is None:  # a third-party adapter's bug, said plainly
         raise ExportError(f"The {adapter.framework!r} adapter returned no ONNX model.")
     if opset is not None:
-        _honour_opset(exported, opset)
+        with request.phases.timed("opset conversion"):
+            _honour_opset(exported, opset)
+    exported.phases = request.phases.split(time.perf_counter() - start)
+    exported.notes.append(Phases.describe(exported.phases))
     return exported
 
 
