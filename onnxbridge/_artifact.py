@@ -75,6 +75,7 @@ class Artifact:
         self._sample = exported.sample
         self._reference: ReferenceFn | None = exported.reference
         self._reference_outputs = exported.reference_outputs
+        self._validation_samples = dict(exported.validation_samples)  # more cases validate() runs
         self._file = _scratch.ModelFile(path)
         self.parent: Artifact | None = None
         self.quantization: QuantizationReport | None = None
@@ -181,6 +182,7 @@ class Artifact:
         self.validation = _validating.validate(
             self,
             self._model_file(),
+            cases=self._validation_samples if self.has_source else {},
             rtol=rtol,
             atol=atol,
             samples=samples,

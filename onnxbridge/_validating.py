@@ -6,13 +6,14 @@ The checks of :mod:`onnxbridge.checks._validation`, then the generation replay o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxbridge.checks import _validation
+from onnxbridge.core._types import Feeds
 from onnxbridge.generation import _check, _loop
 from onnxbridge.graph import _graph
 from onnxbridge.running._feeds import as_feeds
@@ -28,13 +29,18 @@ def validate(
     artifact: Artifact,
     path: Path | None,
     *,
+    cases: Mapping[str, Feeds],
     rtol: float | None,
     atol: float | None,
     samples: Iterable[Any] | None,
     raise_on_failure: bool,
     strict: bool,
 ) -> _validation.ValidationReport:
-    """:meth:`Artifact.validate` of ``artifact``, read from ``path`` where tools take a file."""
+    """:meth:`Artifact.validate` of ``artifact``, read from ``path`` where tools take a file.
+
+    ``cases`` are inputs the export chose to validate on besides the sample's resized copies (a
+    detector's images at other aspect ratios), by case name.
+    """
     model = artifact.model
     dtypes = _graph.input_dtypes(model)
     names = artifact.input_names
@@ -57,6 +63,7 @@ def validate(
         recorded=dict(truth.outputs) if truth.outputs is not None else None,
         session=session,
         samples=extra,
+        named=cases,
         rtol=rtol,
         atol=atol,
         quantized=quantized,

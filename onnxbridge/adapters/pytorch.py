@@ -14,33 +14,30 @@ What this adapter does for the user, beyond calling ``torch.onnx.export``:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import inspect
 import io
-import logging
 import re
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxbridge.adapters import _torchvision_detection
+from onnxbridge.adapters._torch_common import DYNAMO, captured_warnings, choose_opset, inference, summary, to_numpy
 from onnxbridge.adapters._torch_onnx_fixes import exact_constant_rules, translations
 from onnxbridge.core._axes import DynamicAxes, axes_by_dim, normalize_dynamic_axes
 from onnxbridge.core._deps import require
-from onnxbridge.core._errors import ExportError, InputError, config_fault, first_line
+from onnxbridge.core._errors import ExportError, InputError, config_fault
 from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest, check_options
 from onnxbridge.graph import _graph
-from onnxbridge.running import _capabilities
 
 if TYPE_CHECKING:
     import onnx
 
-DYNAMO = "dynamo"
 TORCHSCRIPT = "torchscript"
 _EXPORTERS = ("auto", DYNAMO, TORCHSCRIPT)
 _OPTIONS = ("exporter", "export_kwargs")
@@ -69,6 +66,8 @@ class TorchAdapter:
     def export(self, model: Any, request: ExportRequest) -> Exported:
         """Export with the dynamo exporter, or TorchScript, whichever succeeds first."""
         torch = _torch()
+        if _torchvision_detection.is_detector(model):  # called with a list of images
+            return _torchvision_detection.export(torch, model, request)
         check_options(request.options, _OPTIONS, "PyTorch")
         exporter = request.options.get("exporter", "auto")
         if exporter not in _EXPORTERS:
@@ -253,14 +252,6 @@ def _as_tensor(torch: Any, value: Any, where: str) -> Any:
     )
 
 
-def to_numpy(tensor: Any) -> np.ndarray:
-    """A tensor as a numpy array on the CPU (bfloat16 as float32)."""
-    tensor = tensor.detach().cpu()
-    if str(tensor.dtype) == "torch.bfloat16":
-        tensor = tensor.float()
-    return np.asarray(tensor.numpy())
-
-
 def _flatten_outputs(outputs: Any, names: Sequence[str] | None) -> tuple[list[str], list[Any]]:
     torch = _torch()
     flat: list[tuple[str, Any]] = []
@@ -293,15 +284,6 @@ def _flatten_outputs(outputs: Any, names: Sequence[str] | None) -> tuple[list[st
             )
         return list(names), [t for _, t in flat]
     return [n for n, _ in flat], [t for _, t in flat]
-
-
-def choose_opset(requested: int | None) -> int:
-    """The opset to export at: the one asked for, or the exporter's default capped by onnxruntime's newest."""
-    from torch.onnx import _constants  # no public constants for the exporter's opsets
-
-    default = int(getattr(_constants, "ONNX_DEFAULT_OPSET", 18))
-    newest = getattr(_constants, "ONNX_MAX_OPSET", None)
-    return _capabilities.choose_opset(requested, preferred=default, converter="torch.onnx", converter_max=newest)
 
 
 @functools.cache
@@ -443,60 +425,6 @@ class _Reference:
             outputs = self.sample.call(self.model, tensors)
         _, flat = _flatten_outputs(outputs, self.out_names)
         return {n: to_numpy(t) for n, t in zip(self.out_names, flat, strict=True)}
-
-
-@contextlib.contextmanager
-def inference(model: Any) -> Iterator[None]:
-    """Eval mode and no_grad; every submodule's own training flag is restored after."""
-    torch = _torch()
-    modes = [(m, m.training) for m in model.modules()]
-    with contextlib.suppress(NotImplementedError):  # torch.export's module(): its mode was fixed at export
-        model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, training in modes:
-            if module.training != training:
-                module.training = training
-
-
-@contextlib.contextmanager
-def captured_warnings(notes: list[str], attempt: str) -> Iterator[None]:
-    """Keep the exporter's chatter out of the user's console; keep what matters as notes."""
-    # Only the dynamo path logs. setLevel clears logging's cache of every logger, which costs
-    # a noticeable share of a millisecond-long TorchScript export, so leave loggers alone there.
-    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript") if attempt == DYNAMO else ()
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")  # once per location: torch repeats some warnings thousands of times
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-    seen = set()
-    for warning in caught:
-        if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
-            continue
-        text = first_line(str(warning.message), limit=300)
-        if text.startswith("# The axis name"):  # dynamo noting that dims we named alike are alike
-            continue
-        if text not in seen:
-            seen.add(text)
-            notes.append(f"{attempt} exporter warned: {text}")
-
-
-def summary(err: BaseException) -> str:
-    """The one line of an exporter error that says what went wrong."""
-    text = str(err)
-    match = re.search(r"Exception summary\s*\n\s*\n(.+)", text)
-    if match:
-        text = match.group(1)
-    return first_line(text) or type(err).__name__
 
 
 def _operators(failures: list[tuple[str, BaseException]]) -> list[str]:

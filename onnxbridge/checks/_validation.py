@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxbridge.checks import _detections
 from onnxbridge.checks._validation_report import (
     NOISE_ULPS,
     PARITY,
@@ -194,6 +195,7 @@ def check_parity(
     skipped: list[str] | None = None,
     per_token: Collection[str] = (),
     strict: bool = False,
+    detections: bool = False,
 ) -> tuple[Check, list[OutputComparison], list[str]]:
     """Run every case through onnxruntime and the reference; compare every output.
 
@@ -226,6 +228,8 @@ def check_parity(
         except Exception as err:  # noqa: BLE001
             errors.append(f"[{case}] onnxruntime failed: {first_line(err)}")
             continue
+        if detections:  # each image's detections as a set: equal scores may come out in either order
+            got = _detections.align(got, expected, rtol, atol)
         positions = _token_positions(feeds) if per_token else None
         masked = masked or positions is not None
         for name in session.output_names:
@@ -332,12 +336,14 @@ def validate(
     quantized: str | None = None,
     facts: Mapping[str, str] | None = None,
     strict: bool = False,
+    named: Mapping[str, Feeds] | None = None,
 ) -> ValidationReport:
     """Structure, symbolic axes and numeric parity of ``model``: the work of :meth:`Artifact.validate`.
 
     Parity runs ``session()`` on the sample, its resized variants and ``samples`` against
     ``source`` (the source framework), or on the sample alone against ``recorded`` outputs
     when there is no source. ``quantized`` (a quantization mode) picks default tolerances.
+    ``named`` are more cases by name, the export's own choice (a detector's other image sizes).
     """
     facts = dict(facts or {})
     default_rtol, default_atol = TOLERANCES.get(quantized, TOLERANCES["dynamic"])
@@ -361,6 +367,7 @@ def validate(
         names = list(sample) if sample else []
         cases = variants(sample, dynamic_axes, names) if sample else []
         cases += [(f"samples[{i}]", feeds) for i, feeds in enumerate(samples)]
+        cases += list((named or {}).items())
         reference = source
         why = "the export had no sample to compare on; pass validate(samples=[...])"
     elif sample is not None and recorded is not None:
@@ -390,6 +397,7 @@ def validate(
         skipped=report.skipped,
         per_token=per_token_outputs(model),
         strict=strict,
+        detections=facts.get("task") == "object-detection",
     )
     report.checks.append(check)
     report.comparisons.extend(comparisons)

@@ -71,6 +71,8 @@ class Exported:
             for onnxruntime 1.32): the same model in standard operators, for other runtimes.
         phases: Seconds spent in each phase of the export (``"torch.onnx.export (dynamo)"``,
             ``"source model run"``, ..., ``"other"``, ``"total"``), set by the dispatcher.
+        validation_samples: Inputs validation compares on besides the sample and its resized
+            copies, by case name (a detector's images at other aspect ratios).
     """
 
     model: onnx.ModelProto
@@ -89,6 +91,7 @@ class Exported:
     source_files: SourceFiles | None = None
     fallback: Exported | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    validation_samples: dict[str, Feeds] = field(default_factory=dict)
 
 
 @runtime_checkable

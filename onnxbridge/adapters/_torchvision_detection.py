@@ -1,0 +1,264 @@
+"""torchvision's single-stage detectors (RetinaNet, SSD, SSDlite, FCOS): a list of images in, boxes out, any size.
+
+``model([image])`` is how these models are called, and torch.export cannot trace it as it is:
+the resize picks its scale with Python ``min`` over the image's sides (a guard that fixes the
+branch to the sample's aspect), the batching rounds the padded size up with ``math.ceil`` (fixed
+to the sample's size), and ``batched_nms`` branches on how many boxes survived (a data-dependent
+size). While exporting, three of torchvision's functions are replaced by ones that compute the
+same values without those guards (the functions are restored after; the model is not touched):
+
+* the resize takes ``torch.sym_min`` of the two scales, so both branches stay in the graph;
+* the batching rounds up with integer arithmetic on the symbolic sizes;
+* ``batched_nms`` always offsets boxes by class (torchvision's own "coordinate trick", which it
+  uses below 4000 boxes and gives the same result as its per-class loop), against the largest
+  coordinate or 0, so an empty set of boxes needs no branch.
+
+``torchvision::nms`` becomes ONNX's ``NonMaxSuppression``. The graph takes the sample's number of
+images, all of one size (``image`` or ``image_0``, ``image_1``, ...; height and width dynamic),
+and returns each image's ``boxes``, ``scores`` and ``labels`` (``boxes_0``, ... for several) with
+a dynamic number of detections. Validation matches detections as sets (equal scores may come out
+in another order) at the sample's size and at sizes of other aspect ratios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from onnxbridge.adapters import _torch_onnx_fixes as _fixes
+from onnxbridge.adapters._torch_common import DYNAMO, captured_warnings, choose_opset, inference, summary, to_numpy
+from onnxbridge.core._axes import DynamicAxes
+from onnxbridge.core._errors import ExportError, InputError, UnsupportedSettingError
+from onnxbridge.core._types import Feeds
+from onnxbridge.exporting._adapter import Exported, ExportRequest
+
+SINGLE_STAGE = ("RetinaNet", "SSD", "FCOS")  # torchvision.models.detection classes this exports
+TWO_STAGE = ("GeneralizedRCNN",)  # Faster, Mask and Keypoint R-CNN: not yet
+TASK = "object-detection"
+
+
+def is_detector(model: Any) -> bool:
+    """Whether ``model`` is one of torchvision's detection models (without importing torchvision)."""
+    return any(
+        cls.__module__.startswith("torchvision.models.detection") and cls.__name__ in SINGLE_STAGE + TWO_STAGE
+        for cls in type(model).__mro__
+    )
+
+
+def images_of(torch: Any, model: Any, sample: Any) -> list[Any]:
+    """The images of a detector's sample: ``[image, ...]``, ``([image, ...],)`` or one 3-D image."""
+    if isinstance(sample, tuple) and len(sample) == 1 and isinstance(sample[0], list):
+        sample = sample[0]
+    images = sample if isinstance(sample, list) else [sample]
+    name = type(model).__name__
+    if not images or not all(isinstance(i, torch.Tensor) and i.dim() == 3 for i in images):
+        raise InputError(
+            f"{name} takes a list of 3-D images (channels, height, width), as model([image]) does; the sample "
+            f"holds {[tuple(getattr(i, 'shape', ())) or type(i).__name__ for i in images]}. Pass [image] or "
+            "[image_1, image_2] with float tensors."
+        )
+    if len({tuple(i.shape) for i in images}) > 1:
+        raise InputError(
+            f"The sample's images differ in size ({[tuple(i.shape) for i in images]}). The exported graph takes "
+            f"its images at one size per call (any size, the same for all); export with one image, or with "
+            "images of one size, and run differently sized images in separate calls."
+        )
+    return list(images)
+
+
+def keys_of(outputs: list[dict[str, Any]]) -> list[str]:
+    """The per-image output names, boxes, scores and labels first."""
+    first = ["boxes", "scores", "labels"]
+    found = list(outputs[0])
+    return [k for k in first if k in found] + [k for k in found if k not in first]
+
+
+def output_names(count: int, keys: list[str]) -> list[str]:
+    return [k if count == 1 else f"{k}_{i}" for i in range(count) for k in keys]
+
+
+def input_names(count: int) -> list[str]:
+    return ["image"] if count == 1 else [f"image_{i}" for i in range(count)]
+
+
+def flat_module(torch: Any, model: Any, keys: list[str]) -> Any:
+    """``model`` called as ``model([images...])``, its per-image dicts flattened to a tuple of tensors."""
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *images: Any) -> tuple[Any, ...]:
+            results = self.model(list(images))
+            return tuple(result[key] for result in results for key in keys)
+
+    return Flat()
+
+
+@contextlib.contextmanager
+def traceable(torch: Any) -> Iterator[None]:
+    """Swap in torchvision's resize, batching and batched NMS in forms torch.export traces at any image size."""
+    from torchvision.models.detection import transform
+    from torchvision.ops import boxes as box_ops
+
+    def resize(image: Any, min_size: int, max_size: int, target: Any = None, fixed_size: Any = None) -> Any:
+        if target is not None or fixed_size is not None:
+            return original_resize(image, min_size, max_size, target, fixed_size)
+        height, width = image.shape[-2:]
+        small, large = torch.sym_float(torch.sym_min(height, width)), torch.sym_float(torch.sym_max(height, width))
+        scale = torch.sym_min(float(min_size) / small, float(max_size) / large)
+        resized = torch.nn.functional.interpolate(
+            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+        )
+        return resized[0], target
+
+    def batch_images(self: Any, images: list[Any], size_divisible: int = 32) -> Any:
+        height, width = images[0].shape[-2:]
+        stride = int(size_divisible)
+        padded = ((height + stride - 1) // stride * stride, (width + stride - 1) // stride * stride)
+        return torch.nn.functional.pad(torch.stack(images), (0, padded[1] - width, 0, padded[0] - height))
+
+    def batched_nms(boxes: Any, scores: Any, idxs: Any, iou_threshold: float) -> Any:
+        largest = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+        offsets = idxs.to(boxes) * (largest + 1)
+        return torch.ops.torchvision.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+    original_resize = transform._resize_image_and_masks
+    replaced = [
+        (transform, "_resize_image_and_masks", resize),
+        (transform.GeneralizedRCNNTransform, "batch_images", batch_images),
+        (box_ops, "batched_nms", batched_nms),
+    ]
+    # modules that imported batched_nms by name
+    import sys
+
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "") or ""
+        if name.startswith("torchvision.models.detection") and hasattr(module, "batched_nms"):
+            replaced.append((module, "batched_nms", batched_nms))
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in replaced]
+    try:
+        for owner, attr, value in replaced:
+            setattr(owner, attr, value)
+        yield
+    finally:
+        for owner, attr, value in saved:
+            setattr(owner, attr, value)
+
+
+def translations(torch: Any) -> dict[Any, Any]:
+    """``torchvision::nms`` as ONNX's ``NonMaxSuppression`` (one batch, one class: the boxes are offset by class)."""
+    from onnxscript.onnx_opset import opset18
+
+    op: Any = opset18
+
+    def nms(boxes: Any, scores: Any, iou_threshold: float) -> Any:
+        every = op.Shape(boxes, start=0, end=1)
+        selected = op.NonMaxSuppression(
+            op.Unsqueeze(boxes, op.Constant(value_ints=[0])),
+            op.Unsqueeze(scores, op.Constant(value_ints=[0, 1])),
+            every,
+            op.Constant(value_float=iou_threshold),
+        )
+        column = op.Slice(
+            selected, op.Constant(value_ints=[2]), op.Constant(value_ints=[3]), op.Constant(value_ints=[1])
+        )
+        return op.Reshape(column, op.Constant(value_ints=[-1]))
+
+    return {torch.ops.torchvision.nms.default: nms}
+
+
+def other_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """Sizes the sample never had, of other aspect ratios: taller, wider, square (each side at least 64)."""
+    side = max(64, round(math.sqrt(height * width)))
+    return [(max(64, width), max(64, height)), (max(64, height * 3 // 4), max(64, width * 3 // 2)), (side, side)]
+
+
+def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
+    """Export a torchvision detector called as ``model([images])``; see the module's docstring."""
+    if any(cls.__name__ in TWO_STAGE for cls in type(model).__mro__):
+        raise UnsupportedSettingError(
+            f"{type(model).__name__} is a two-stage torchvision detector (Faster, Mask or Keypoint R-CNN), which "
+            "onnxbridge does not export yet: its region pooling sizes its output by the proposals kept. The "
+            "single-stage detectors export (RetinaNet, SSD, SSDlite, FCOS)."
+        )
+    if request.dynamic_axes is not None or request.input_names is not None or request.output_names is not None:
+        raise InputError(
+            f"{type(model).__name__} names its graph's inputs (image, or image_0, image_1, ...), outputs (boxes, "
+            "scores, labels) and dynamic axes (height, width, detections) itself; drop dynamic_axes, input_names "
+            "and output_names."
+        )
+    images = images_of(torch, model, request.sample)
+    with inference(model), request.phases.timed("source model run"):
+        results = model(images)
+    keys = keys_of(results)
+    inputs, outputs = input_names(len(images)), output_names(len(images), keys)
+    axes: DynamicAxes = {name: {1: "height", 2: "width"} for name in inputs}
+    axes.update(
+        {name: {0: "detections" if len(images) == 1 else f"detections_{name.rpartition('_')[2]}"} for name in outputs}
+    )
+    height, width = (torch.export.Dim(name, min=32, max=8192) for name in ("height", "width"))
+    notes: list[str] = []
+    flat = flat_module(torch, model, keys)
+    try:
+        with (
+            inference(model),
+            captured_warnings(notes, DYNAMO),
+            _fixes.exact_constant_rules(),
+            traceable(torch),
+            request.phases.timed("torch.onnx.export (dynamo)"),
+        ):
+            program = torch.onnx.export(
+                flat,
+                tuple(images),
+                dynamo=True,
+                verbose=False,
+                input_names=inputs,
+                output_names=outputs,
+                opset_version=choose_opset(request.opset),
+                dynamic_shapes=(tuple({1: height, 2: width} for _ in images),),  # forward(*images): one tuple
+                custom_translation_table={**_fixes.translations(), **translations(torch)},
+            )
+    except Exception as err:
+        raise ExportError(
+            f"Exporting {type(model).__name__} failed in torch.onnx's dynamo exporter: {summary(err)}."
+        ) from err
+    proto = program.model_proto
+    feeds = {name: to_numpy(image) for name, image in zip(inputs, images, strict=True)}
+
+    def reference(given: Feeds) -> Feeds:
+        tensors = [torch.from_numpy(np.array(given[name])) for name in inputs]
+        with inference(model):
+            found = model(tensors)
+        return {f"{k}" if len(tensors) == 1 else f"{k}_{i}": to_numpy(r[k]) for i, r in enumerate(found) for k in keys}
+
+    extra = {
+        f"image {h}x{w}": {name: np.random.default_rng(i).random((3, h, w), dtype=np.float32) for name in inputs}
+        for i, (h, w) in enumerate(other_sizes(*images[0].shape[-2:]))
+    }
+    notes.append(
+        f"{type(model).__name__} called as model([image{', ...' if len(images) > 1 else ''}]): "
+        f"{len(images)} image(s) of any one size in, {', '.join(keys)} out per image with a dynamic number of "
+        "detections; torchvision's resize, batching and batched NMS were traced in forms without data-dependent "
+        "branches (same values), and torchvision::nms became ONNX NonMaxSuppression"
+    )
+    import torchvision
+
+    return Exported(
+        model=proto,
+        framework="torch",
+        framework_version=f"{torch.__version__} (torchvision {torchvision.__version__})",
+        exporter="torch.onnx (dynamo)",
+        dynamic_axes=axes,
+        sample=feeds,
+        reference=reference,
+        reference_outputs=reference(feeds),
+        notes=notes,
+        properties={"task": TASK},
+        validation_samples=extra,
+    )

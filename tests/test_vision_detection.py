@@ -1,0 +1,101 @@
+"""torchvision's single-stage detectors, exported as they are called: ``model([image])``, any image size.
+
+Runs in the vision venv (``make test-vision``); skipped elsewhere. Random weights (nothing
+downloaded) with the classification heads re-drawn wider, so that scores differ and the
+detections are not a wall of ties; a low score threshold so that there are many of them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import onnxbridge as ob
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+pytestmark = pytest.mark.vision
+
+SMALL = {"min_size": 320, "max_size": 512}  # the transform's target sizes, small to keep the test quick
+RANDOM = {"weights": None, "weights_backbone": None, "num_classes": 7}  # nothing downloaded
+DETECTORS = {
+    "fcos": lambda: torchvision.models.detection.fcos_resnet50_fpn(score_thresh=0.05, **SMALL, **RANDOM),
+    "retinanet": lambda: torchvision.models.detection.retinanet_resnet50_fpn(score_thresh=0.05, **SMALL, **RANDOM),
+}
+# Classification heads re-drawn so that random weights give scores spread apart: torchvision's own init
+# puts every score at its prior (RetinaNet) or every class at one value (FCOS), a wall of exact ties.
+SPREAD = {"fcos": (0.05, None), "retinanet": (0.01, -1.0)}  # weights' std, the last bias (None: drawn too)
+
+
+def image(height: int, width: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).random((3, height, width), dtype=np.float32))
+
+
+@functools.cache
+def detector(name: str):
+    torch.manual_seed(0)
+    model = DETECTORS[name]().eval()
+    std, bias = SPREAD[name]
+    parameters = list(model.head.classification_head.parameters())
+    with torch.no_grad():
+        for parameter in parameters:
+            parameter.normal_(0.0, std) if bias is None or parameter.dim() > 1 else parameter.zero_()
+        if bias is not None:
+            parameters[-1].fill_(bias)
+    return model, ob.export(model, [image(240, 320, seed=0)])
+
+
+def assert_same_detections(got: dict, want: dict) -> None:
+    """One-to-one: every detection of ``got`` has one in ``want`` with its label, its score and its box."""
+    boxes, scores, labels = (want[k].numpy() for k in ("boxes", "scores", "labels"))
+    assert got["boxes"].shape == boxes.shape
+    free = np.ones(len(boxes), dtype=bool)
+    for box, score, label in zip(got["boxes"], got["scores"], got["labels"], strict=True):
+        near = free & (labels == label) & (np.abs(scores - score) <= 1e-4) & (np.abs(boxes - box).max(axis=1) <= 1e-2)
+        assert near.any(), f"no match for {label} {score} {box}"
+        free[np.flatnonzero(near)[0]] = False
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_a_detector_exports_from_a_list_of_images_and_matches_torch_at_sizes_it_never_saw(name):
+    model, art = detector(name)
+    assert art.input_names == ["image"]
+    assert art.output_names == ["boxes", "scores", "labels"]
+    assert art.dynamic_axes["image"] == {1: "height", 2: "width"}
+    report = art.validate()  # the sample, resized copies, and three other aspect ratios
+    named = {c.case for c in report.comparisons if c.case.startswith("image ")}
+    assert len(named) == 3
+    session = art.session()
+    for seed, (height, width) in enumerate([(300, 500), (480, 256), (201, 333)], 1):
+        picture = image(height, width, seed)
+        with torch.no_grad():
+            want = model([picture])[0]
+        got = session.run({"image": picture.numpy()})
+        assert len(want["boxes"]) > 10  # something to compare
+        assert_same_detections(got, want)
+
+
+def test_the_export_leaves_the_model_and_torchvision_as_they_were():
+    from torchvision.models.detection import transform
+    from torchvision.ops import boxes
+
+    resize, nms = transform._resize_image_and_masks, boxes.batched_nms
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(**RANDOM).train()
+    ob.export(model, [image(240, 320, seed=0)])
+    assert model.training
+    assert transform._resize_image_and_masks is resize
+    assert boxes.batched_nms is nms
+
+
+def test_images_of_different_sizes_and_two_stage_detectors_are_refused_with_what_works():
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(**RANDOM).eval()
+    with pytest.raises(ob.InputError, match="differ in size"):
+        ob.export(model, [image(240, 320, 0), image(200, 320, 1)])
+    with pytest.raises(ob.InputError, match="list of 3-D images"):
+        ob.export(model, [torch.rand(1, 3, 64, 64)])
+    rcnn = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None)
+    with pytest.raises(ob.UnsupportedSettingError, match="two-stage"):
+        ob.export(rcnn.eval(), [image(240, 320, 0)])
