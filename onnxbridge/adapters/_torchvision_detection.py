@@ -257,8 +257,13 @@ def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
         dynamic_axes=axes,
         sample=feeds,
         reference=reference,
-        reference_outputs=reference(feeds),
+        reference_outputs={name: to_numpy(r[k]) for name, (r, k) in zip(outputs, _pairs(results, keys), strict=True)},
         notes=notes,
         properties={"task": TASK},
         validation_samples=extra,
     )
+
+
+def _pairs(results: list[dict[str, Any]], keys: list[str]) -> list[tuple[dict[str, Any], str]]:
+    """(image's result, key) in the order of :func:`output_names`."""
+    return [(result, key) for result in results for key in keys]
