@@ -1,4 +1,4 @@
-"""torchvision's single-stage detectors (RetinaNet, SSD, SSDlite, FCOS): a list of images in, boxes out, any size.
+"""torchvision's detectors (Faster R-CNN, RetinaNet, SSD, SSDlite, FCOS): a list of images in, boxes out, any size.
 
 ``model([image])`` is how these models are called, and torch.export cannot trace it as it is:
 the resize picks its scale with Python ``min`` over the image's sides (a guard that fixes the
@@ -11,9 +11,12 @@ same values without those guards (the functions are restored after; the model is
 * the batching rounds up with integer arithmetic on the symbolic sizes;
 * ``batched_nms`` always offsets boxes by class (torchvision's own "coordinate trick", which it
   uses below 4000 boxes and gives the same result as its per-class loop), against the largest
-  coordinate or 0, so an empty set of boxes needs no branch.
+  coordinate or 0, so an empty set of boxes needs no branch;
+* Faster R-CNN's multi-scale RoI pooling counts its rois with ``len()`` and writes each FPN
+  level's rois by index; here every level pools every roi and each roi keeps its own level's
+  result (times 1, the others times 0: the same values, four times the pooling).
 
-``torchvision::nms`` becomes ONNX's ``NonMaxSuppression``. The graph takes the sample's number of
+``torchvision::nms`` becomes ONNX's ``NonMaxSuppression`` and ``torchvision::roi_align`` its ``RoiAlign``. The graph takes the sample's number of
 images, all of one size (``image`` or ``image_0``, ``image_1``, ...; height and width dynamic),
 and returns each image's ``boxes``, ``scores`` and ``labels`` (``boxes_0``, ... for several) with
 a dynamic number of detections. Validation matches detections as sets (equal scores may come out
@@ -36,15 +39,14 @@ from onnxbridge.core._errors import ExportError, InputError, UnsupportedSettingE
 from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 
-SINGLE_STAGE = ("RetinaNet", "SSD", "FCOS")  # torchvision.models.detection classes this exports
-TWO_STAGE = ("GeneralizedRCNN",)  # Faster, Mask and Keypoint R-CNN: not yet
+DETECTORS = ("RetinaNet", "SSD", "FCOS", "GeneralizedRCNN")  # torchvision.models.detection classes this exports
 TASK = "object-detection"
 
 
 def is_detector(model: Any) -> bool:
     """Whether ``model`` is one of torchvision's detection models (without importing torchvision)."""
     return any(
-        cls.__module__.startswith("torchvision.models.detection") and cls.__name__ in SINGLE_STAGE + TWO_STAGE
+        cls.__module__.startswith("torchvision.models.detection") and cls.__name__ in DETECTORS
         for cls in type(model).__mro__
     )
 
@@ -128,8 +130,25 @@ def traceable(torch: Any) -> Iterator[None]:
         offsets = idxs.to(boxes) * (largest + 1)
         return torch.ops.torchvision.nms(boxes + offsets[:, None], scores, iou_threshold)
 
+    def multiscale_roi_align(
+        features: list[Any], boxes: list[Any], output_size: Any, sampling_ratio: int, scales: Any, mapper: Any
+    ) -> Any:
+        rois = poolers._convert_to_roi_format(boxes)
+        if len(features) == 1:
+            return roi_align(features[0], rois, output_size, scales[0], sampling_ratio)
+        levels = mapper(boxes)
+        pooled = None
+        for level, (feature, scale) in enumerate(zip(features, scales, strict=True)):
+            here = roi_align(feature, rois, output_size, scale, sampling_ratio).to(features[0].dtype)
+            here = here * (levels == level).to(here.dtype)[:, None, None, None]  # this level's rois, 0 elsewhere
+            pooled = here if pooled is None else pooled + here
+        return pooled
+
+    from torchvision.ops import poolers, roi_align
+
     original_resize = transform._resize_image_and_masks
     replaced = [
+        (poolers, "_multiscale_roi_align", multiscale_roi_align),
         (transform, "_resize_image_and_masks", resize),
         (transform.GeneralizedRCNNTransform, "batch_images", batch_images),
         (box_ops, "batched_nms", batched_nms),
@@ -170,7 +189,30 @@ def translations(torch: Any) -> dict[Any, Any]:
         )
         return op.Reshape(column, op.Constant(value_ints=[-1]))
 
-    return {torch.ops.torchvision.nms.default: nms}
+    def roi_align(
+        features: Any,
+        rois: Any,
+        spatial_scale: float,
+        pooled_height: int,
+        pooled_width: int,
+        sampling_ratio: int = -1,
+        aligned: bool = False,
+    ) -> Any:
+        one = op.Constant(value_ints=[1])
+        batch = op.Slice(rois, op.Constant(value_ints=[0]), one, one, one)  # column 0: the image of each roi
+        return op.RoiAlign(
+            features,
+            op.Slice(rois, one, op.Constant(value_ints=[5]), one, one),
+            op.Cast(op.Reshape(batch, op.Constant(value_ints=[-1])), to=7),  # int64
+            coordinate_transformation_mode="half_pixel" if aligned else "output_half_pixel",
+            mode="avg",
+            output_height=pooled_height,
+            output_width=pooled_width,
+            sampling_ratio=max(sampling_ratio, 0),  # torchvision's -1 and ONNX's 0: adaptive
+            spatial_scale=spatial_scale,
+        )
+
+    return {torch.ops.torchvision.nms.default: nms, torch.ops.torchvision.roi_align.default: roi_align}
 
 
 def other_sizes(height: int, width: int) -> list[tuple[int, int]]:
@@ -181,11 +223,12 @@ def other_sizes(height: int, width: int) -> list[tuple[int, int]]:
 
 def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
     """Export a torchvision detector called as ``model([images])``; see the module's docstring."""
-    if any(cls.__name__ in TWO_STAGE for cls in type(model).__mro__):
+    heads = getattr(model, "roi_heads", None)
+    if heads is not None and (heads.has_mask() or heads.has_keypoint()):
         raise UnsupportedSettingError(
-            f"{type(model).__name__} is a two-stage torchvision detector (Faster, Mask or Keypoint R-CNN), which "
-            "onnxbridge does not export yet: its region pooling sizes its output by the proposals kept. The "
-            "single-stage detectors export (RetinaNet, SSD, SSDlite, FCOS)."
+            f"{type(model).__name__} has a {'mask' if heads.has_mask() else 'keypoint'} head, which onnxbridge does "
+            "not export yet: it pastes masks (or decodes keypoint heatmaps) one detection at a time. Faster R-CNN, "
+            "RetinaNet, SSD, SSDlite and FCOS export."
         )
     if request.dynamic_axes is not None or request.input_names is not None or request.output_names is not None:
         raise InputError(
