@@ -157,9 +157,10 @@ class Artifact:
         2. Every declared dynamic axis is symbolic in the graph.
         3. onnxruntime's outputs agree with the source framework within ``rtol``/``atol``
            on the export sample, on copies of it resized along each dynamic axis, and
-           on ``samples``; beyond them, within float summation noise (128 ulp of the output's
-           largest value), a float output passes as ``noise``, said in the report. A loaded
-           artifact compares with the reference outputs recorded at export time, if kept.
+           on ``samples`` (a detector: at three other aspect ratios instead of resized copies,
+           detections matched as sets); beyond them, within float summation noise (128 ulp of
+           the output's largest value), a float output passes as ``noise``, said in the report.
+           A loaded artifact compares with the reference outputs recorded at export, if kept.
         4. For a decoder exported with its cache: greedy generation in onnxruntime gives the
            token ids the source model gave (recorded at export, left-padded prompts of two
            lengths), with the logits of every step within ``rtol``/``atol``. A mismatch
