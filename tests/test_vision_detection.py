@@ -1,8 +1,8 @@
 """torchvision's detectors, exported as they are called: ``model([image])``, any image size.
 
 Runs in the vision venv (``make test-vision``); skipped elsewhere. Random weights (nothing
-downloaded) with the classification heads re-drawn wider, so that scores differ and the
-detections are not a wall of ties; a low score threshold so that there are many of them.
+downloaded), re-drawn where torchvision's own init makes every score equal, so that the detections
+are not a wall of ties; a low score threshold so that there are many of them.
 """
 
 from __future__ import annotations
@@ -27,10 +27,37 @@ DETECTORS = {
     "faster-rcnn": lambda: torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         box_score_thresh=0.01, **RANDOM
     ),
+    "ssdlite": lambda: torchvision.models.detection.ssdlite320_mobilenet_v3_large(score_thresh=0.05, **RANDOM),
 }
-# Classification heads re-drawn so that random weights give scores spread apart: torchvision's own init
-# puts every score at its prior (RetinaNet) or every class at one value (FCOS), a wall of exact ties.
-SPREAD = {"fcos": (0.05, None), "retinanet": (0.01, -1.0), "faster-rcnn": None}  # weights' std, last bias
+
+
+def spread_head(std: float, bias: float | None):
+    """Re-draw the classification head: torchvision's own init puts every score at its prior (RetinaNet) or every
+    class at one value (FCOS), a wall of exact ties that says nothing about the graph."""
+
+    def spread(model) -> None:
+        parameters = list(model.head.classification_head.parameters())
+        for parameter in parameters:
+            parameter.normal_(0.0, std) if bias is None or parameter.dim() > 1 else parameter.zero_()
+        if bias is not None:
+            parameters[-1].fill_(bias)
+
+    return spread
+
+
+def spread_convolutions(model) -> None:
+    """SSDlite's random features are near zero, every class at 1/7: wider convolutions give it something to find."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.weight.normal_(0.0, 0.2)
+
+
+SPREAD = {
+    "fcos": spread_head(0.05, None),
+    "retinanet": spread_head(0.01, -1.0),
+    "faster-rcnn": lambda model: None,  # its random scores already differ
+    "ssdlite": spread_convolutions,
+}
 
 
 def image(height: int, width: int, seed: int) -> torch.Tensor:
@@ -41,15 +68,8 @@ def image(height: int, width: int, seed: int) -> torch.Tensor:
 def detector(name: str):
     torch.manual_seed(0)
     model = DETECTORS[name]().eval()
-    if SPREAD[name] is None:  # Faster R-CNN's random scores already differ
-        return model, ob.export(model, [image(240, 320, seed=0)])
-    std, bias = SPREAD[name]
-    parameters = list(model.head.classification_head.parameters())
     with torch.no_grad():
-        for parameter in parameters:
-            parameter.normal_(0.0, std) if bias is None or parameter.dim() > 1 else parameter.zero_()
-        if bias is not None:
-            parameters[-1].fill_(bias)
+        SPREAD[name](model)
     return model, ob.export(model, [image(240, 320, seed=0)])
 
 
