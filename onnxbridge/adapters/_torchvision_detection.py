@@ -3,20 +3,22 @@
 ``model([image])`` is how these models are called, and torch.export cannot trace it as it is:
 the resize picks its scale with Python ``min`` over the image's sides (a guard that fixes the
 branch to the sample's aspect), the batching rounds the padded size up with ``math.ceil`` (fixed
-to the sample's size), and ``batched_nms`` branches on how many boxes survived (a data-dependent
-size). While exporting, three of torchvision's functions are replaced by ones that compute the
-same values without those guards (the functions are restored after; the model is not touched):
+to the sample's size), ``batched_nms`` branches on how many boxes survived (a data-dependent size), and
+Faster R-CNN's RoI pooling counts its rois with ``len()``. While exporting, these four functions
+of torchvision's are replaced by ones that compute the same values without those guards (the
+functions are restored after; the model is not touched):
 
 * the resize takes ``torch.sym_min`` of the two scales, so both branches stay in the graph;
 * the batching rounds up with integer arithmetic on the symbolic sizes;
 * ``batched_nms`` always offsets boxes by class (torchvision's own "coordinate trick", which it
   uses below 4000 boxes and gives the same result as its per-class loop), against the largest
   coordinate or 0, so an empty set of boxes needs no branch;
-* Faster R-CNN's multi-scale RoI pooling counts its rois with ``len()`` and writes each FPN
-  level's rois by index; here every level pools every roi and each roi keeps its own level's
-  result (times 1, the others times 0: the same values, four times the pooling).
+* in the multi-scale RoI pooling, every FPN level pools every roi and each roi keeps its own
+  level's result (times 1, the others times 0: the same values, four times the pooling), where
+  torchvision writes each level's rois by index.
 
-``torchvision::nms`` becomes ONNX's ``NonMaxSuppression`` and ``torchvision::roi_align`` its ``RoiAlign``. The graph takes the sample's number of
+``torchvision::nms`` becomes ONNX's ``NonMaxSuppression`` and ``torchvision::roi_align`` its
+``RoiAlign``. Mask and Keypoint R-CNN are refused for now. The graph takes the sample's number of
 images, all of one size (``image`` or ``image_0``, ``image_1``, ...; height and width dynamic),
 and returns each image's ``boxes``, ``scores`` and ``labels`` (``boxes_0``, ... for several) with
 a dynamic number of detections. Validation matches detections as sets (equal scores may come out
