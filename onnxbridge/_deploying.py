@@ -54,7 +54,7 @@ def file_facts(artifact: Artifact, reference: bool) -> _metadata.FileFacts:
 
 def for_layout(artifact: Artifact, layout: str) -> Artifact:
     """The graph a ``layout`` folder gets: the fallback where the runtime refuses the artifact's own graph."""
-    if artifact.fallback is not None and _layouts.refusal(layout, artifact.model):
+    if _layouts.refusal(layout, artifact.model) and artifact.fallback is not None:  # a quantized one makes it here
         return artifact.fallback
     return artifact
 
@@ -70,8 +70,8 @@ def compat(artifact: Artifact, target: str) -> CompatReport:
         sample=artifact.reference.feeds(),
         run=functools.partial(_cpu_run, artifact),
     )
-    fallback = artifact.fallback
-    if report.ok or fallback is None:
+    fallback = None if report.ok else artifact.fallback  # made only when needed (a quantized artifact's quantizes)
+    if fallback is None:
         return report
     report.fallback = fallback.compat(target)
     if report.fallback.ok:
@@ -85,10 +85,12 @@ def compat(artifact: Artifact, target: str) -> CompatReport:
 
 
 def web_model(artifact: Artifact) -> WebModel:
-    """What :meth:`Artifact.to_web` hands the browser page: the fallback of a fused graph (onnxruntime-web lacks it)."""
+    """What :meth:`Artifact.to_web` hands the browser page: the fallback where onnxruntime-web refuses the graph."""
+    from onnxbridge.checks import _compat, _web_check
     from onnxbridge.deploy import _web
 
-    chosen = artifact.fallback or artifact
+    refused = _compat.graph_inputs_problem(artifact.model, _web_check.ORT_WEB_VERSION)
+    chosen = artifact.fallback if refused and artifact.fallback is not None else artifact
     return _web.WebModel(
         model=chosen.model,
         facts={"framework": chosen.framework, "exporter": chosen.exporter, "opset": chosen.opset},

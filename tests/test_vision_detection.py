@@ -119,6 +119,8 @@ def test_images_of_different_sizes_and_mask_heads_are_refused_with_what_works():
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(**RANDOM).eval()
     with pytest.raises(ob.InputError, match="differ in size"):
         ob.export(model, [image(240, 320, 0), image(200, 320, 1)])
+    with pytest.raises(ob.InputError, match="takes no exporter"):
+        ob.export(model, [image(240, 320, 0)], exporter="torchscript")
     with pytest.raises(ob.InputError, match="list of 3-D images"):
         ob.export(model, [torch.rand(1, 3, 64, 64)])
     masks = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,13 +37,13 @@ import numpy as np
 
 from onnxbridge.adapters import _torch_onnx_fixes as _fixes
 from onnxbridge.adapters._torch_common import DYNAMO, captured_warnings, choose_opset, inference, summary, to_numpy
+from onnxbridge.checks import _detections
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._errors import ExportError, InputError, UnsupportedSettingError
 from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 
 DETECTORS = ("RetinaNet", "SSD", "FCOS", "GeneralizedRCNN")  # torchvision.models.detection classes this exports
-TASK = "object-detection"
 
 
 def is_detector(model: Any) -> bool:
@@ -83,6 +84,12 @@ def keys_of(outputs: list[dict[str, Any]]) -> list[str]:
 
 def output_names(count: int, keys: list[str]) -> list[str]:
     return [k if count == 1 else f"{k}_{i}" for i in range(count) for k in keys]
+
+
+def flat_outputs(results: list[dict[str, Any]], keys: list[str]) -> Feeds:
+    """The model's per-image dicts as numpy arrays under the graph's output names."""
+    values = [to_numpy(result[key]) for result in results for key in keys]
+    return dict(zip(output_names(len(results), keys), values, strict=True))
 
 
 def input_names(count: int) -> list[str]:
@@ -156,8 +163,6 @@ def traceable(torch: Any) -> Iterator[None]:
         (box_ops, "batched_nms", batched_nms),
     ]
     # modules that imported batched_nms by name
-    import sys
-
     for module in list(sys.modules.values()):
         name = getattr(module, "__name__", "") or ""
         if name.startswith("torchvision.models.detection") and hasattr(module, "batched_nms"):
@@ -238,6 +243,11 @@ def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
             "scores, labels) and dynamic axes (height, width, detections) itself; drop dynamic_axes, input_names "
             "and output_names."
         )
+    if request.options:
+        raise InputError(
+            f"{type(model).__name__} exports with the dynamo exporter and settings of its own; it takes no "
+            f"{', '.join(sorted(request.options))}. Drop them."
+        )
     images = images_of(torch, model, request.sample)
     with inference(model), request.phases.timed("source model run"):
         results = model(images)
@@ -279,8 +289,7 @@ def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
     def reference(given: Feeds) -> Feeds:
         tensors = [torch.from_numpy(np.array(given[name])) for name in inputs]
         with inference(model):
-            found = model(tensors)
-        return {f"{k}" if len(tensors) == 1 else f"{k}_{i}": to_numpy(r[k]) for i, r in enumerate(found) for k in keys}
+            return flat_outputs(model(tensors), keys)
 
     extra = {
         f"image {h}x{w}": {name: np.random.default_rng(i).random((3, h, w), dtype=np.float32) for name in inputs}
@@ -289,8 +298,9 @@ def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
     notes.append(
         f"{type(model).__name__} called as model([image{', ...' if len(images) > 1 else ''}]): "
         f"{len(images)} image(s) of any one size in, {', '.join(keys)} out per image with a dynamic number of "
-        "detections; torchvision's resize, batching and batched NMS were traced in forms without data-dependent "
-        "branches (same values), and torchvision::nms became ONNX NonMaxSuppression"
+        "detections; torchvision's resize, batching, batched NMS and multi-scale RoI pooling were traced in forms "
+        "without data-dependent branches (same values), and torchvision's nms and roi_align became ONNX "
+        "NonMaxSuppression and RoiAlign"
     )
     import torchvision
 
@@ -302,13 +312,8 @@ def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
         dynamic_axes=axes,
         sample=feeds,
         reference=reference,
-        reference_outputs={name: to_numpy(r[k]) for name, (r, k) in zip(outputs, _pairs(results, keys), strict=True)},
+        reference_outputs=flat_outputs(results, keys),
         notes=notes,
-        properties={"task": TASK},
+        properties={"task": _detections.TASK},
         validation_samples=extra,
     )
-
-
-def _pairs(results: list[dict[str, Any]], keys: list[str]) -> list[tuple[dict[str, Any], str]]:
-    """(image's result, key) in the order of :func:`output_names`."""
-    return [(result, key) for result in results for key in keys]

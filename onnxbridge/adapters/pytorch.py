@@ -66,9 +66,9 @@ class TorchAdapter:
     def export(self, model: Any, request: ExportRequest) -> Exported:
         """Export with the dynamo exporter, or TorchScript, whichever succeeds first."""
         torch = _torch()
+        check_options(request.options, _OPTIONS, "PyTorch")
         if _torchvision_detection.is_detector(model):  # called with a list of images
             return _torchvision_detection.export(torch, model, request)
-        check_options(request.options, _OPTIONS, "PyTorch")
         exporter = request.options.get("exporter", "auto")
         if exporter not in _EXPORTERS:
             raise InputError(f"exporter={exporter!r}: expected one of {', '.join(map(repr, _EXPORTERS))}.")

@@ -193,6 +193,23 @@ def _node_problem(
     return f"{name} has no CPU kernel for {node.op_type} on {listed}", upgrade, ""
 
 
+def graph_inputs_problem(model: onnx.ModelProto, version: str) -> str:
+    """The first contrib operator of ``model`` given more inputs than onnxruntime ``version`` takes, said, or ``""``.
+
+    What a runtime pinned to an older onnxruntime (transformers.js, onnxruntime-web) refuses in a
+    decoder fused for onnxruntime 1.32.
+    """
+    from onnxbridge.checks import _ort_releases as ort_releases
+    from onnxbridge.graph import _graph
+
+    runtime = ort_releases.release(version)
+    for node in _graph.all_nodes(model.graph):
+        problem = inputs_problem(node, runtime)[0]
+        if problem:
+            return problem
+    return ""
+
+
 def inputs_problem(node: onnx.NodeProto, runtime: Runtime) -> tuple[str, str, str]:
     """A contrib operator given an input its release does not take yet (a later release added it)."""
     from onnxbridge.checks import _ort_releases as ort_releases

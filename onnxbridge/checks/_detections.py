@@ -17,7 +17,9 @@ import numpy as np
 from onnxbridge.checks._validation_report import NOISE_ULPS
 from onnxbridge.core._types import Feeds
 
-__all__ = ["align"]
+__all__ = ["TASK", "align"]
+
+TASK = "object-detection"  # an export's ``task`` property whose outputs are detections per image
 
 _PARTS = ("boxes", "scores", "labels")
 _NAME = re.compile(r"^([a-z_]+?)(_\d+)?$")  # boxes, boxes_0, keypoints_scores_1, ...

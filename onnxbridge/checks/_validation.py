@@ -347,6 +347,7 @@ def validate(
     replace the resized copies for it: an image 1 pixel high is not one a detector is made for).
     """
     facts = dict(facts or {})
+    detections = facts.get("task") == _detections.TASK
     default_rtol, default_atol = TOLERANCES.get(quantized, TOLERANCES["dynamic"])
     if quantized is not None:
         facts["tolerances"] = f"{quantized} defaults"
@@ -366,9 +367,10 @@ def validate(
     reference: ReferenceFn | Mapping[str, Feeds]
     if source is not None:
         names = list(sample) if sample else []
-        cases = variants(sample, dynamic_axes, names) if sample else []
-        if sample and facts.get("task") == "object-detection":  # a 1-pixel image is no image: its own sizes instead
-            cases = [("sample", sample)]
+        if detections:  # a 1-pixel image is no image: the export's own sizes (named) instead of resized copies
+            cases = [("sample", sample)] if sample else []
+        else:
+            cases = variants(sample, dynamic_axes, names) if sample else []
         cases += [(f"samples[{i}]", feeds) for i, feeds in enumerate(samples)]
         cases += list((named or {}).items())
         reference = source
@@ -400,7 +402,7 @@ def validate(
         skipped=report.skipped,
         per_token=per_token_outputs(model),
         strict=strict,
-        detections=facts.get("task") == "object-detection",
+        detections=detections,
     )
     report.checks.append(check)
     report.comparisons.extend(comparisons)

@@ -201,16 +201,10 @@ def refusal(layout: str, model: onnx.ModelProto) -> str:
     transformers.js runs onnxruntime-node 1.30, whose contrib operators take fewer inputs than a
     decoder fused for onnxruntime 1.32 gives ``GroupQueryAttention``.
     """
-    from onnxbridge.checks import _compat, _ort_releases
+    from onnxbridge.checks import _compat
 
-    if layout != "transformers.js":
-        return ""
-    runtime = _ort_releases.release(TRANSFORMERS_JS_ONNXRUNTIME)
-    for node in _graph.all_nodes(model.graph):
-        problem = _compat.inputs_problem(node, runtime)[0]
-        if problem:
-            return f"transformers.js runs onnxruntime {TRANSFORMERS_JS_ONNXRUNTIME}, and {problem}"
-    return ""
+    problem = _compat.graph_inputs_problem(model, TRANSFORMERS_JS_ONNXRUNTIME) if layout == "transformers.js" else ""
+    return f"transformers.js runs onnxruntime {TRANSFORMERS_JS_ONNXRUNTIME}, and {problem}" if problem else ""
 
 
 def graph_name(layout: str, model: onnx.ModelProto) -> str:
