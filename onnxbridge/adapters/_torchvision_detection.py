@@ -1,4 +1,4 @@
-"""torchvision's detectors (Faster R-CNN, RetinaNet, SSD, SSDlite, FCOS): a list of images in, boxes out, any size.
+"""torchvision's detectors (Faster/Mask/Keypoint R-CNN, RetinaNet, SSD, SSDlite, FCOS): images in, boxes out.
 
 ``model([image])`` is how these models are called, and torch.export cannot trace it as it is:
 the resize picks its scale with Python ``min`` over the image's sides (a guard that fixes the
@@ -18,11 +18,13 @@ functions are restored after; the model is not touched):
   torchvision writes each level's rois by index.
 
 ``torchvision::nms`` becomes ONNX's ``NonMaxSuppression`` and ``torchvision::roi_align`` its
-``RoiAlign``. Mask and Keypoint R-CNN are refused for now. The graph takes the sample's number of
-images, all of one size (``image`` or ``image_0``, ``image_1``, ...; height and width dynamic),
-and returns each image's ``boxes``, ``scores`` and ``labels`` (``boxes_0``, ... for several) with
-a dynamic number of detections. Validation matches detections as sets (equal scores may come out
-in another order) at the sample's size and at sizes of other aspect ratios.
+``RoiAlign``; Mask and Keypoint R-CNN's per-detection mask pasting and heatmap decoding are swapped
+for batched forms (``_torchvision_instances``). The graph takes the sample's number of images, all
+of one size (``image`` or ``image_0``, ``image_1``, ...; height and width dynamic), and returns each
+image's ``boxes``, ``scores`` and ``labels`` (``boxes_0``, ... for several), and ``masks`` or
+``keypoints`` and ``keypoints_scores`` where the model has them, with a dynamic number of
+detections. Validation matches detections as sets (equal scores may come out in another order) at
+the sample's size and at sizes of other aspect ratios.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from typing import Any
 import numpy as np
 
 from onnxbridge.adapters import _torch_onnx_fixes as _fixes
+from onnxbridge.adapters import _torchvision_instances as _instances
 from onnxbridge.adapters._torch_common import DYNAMO, captured_warnings, choose_opset, inference, summary, to_numpy
 from onnxbridge.checks import _detections
 from onnxbridge.core._axes import DynamicAxes
-from onnxbridge.core._errors import ExportError, InputError, UnsupportedSettingError
+from onnxbridge.core._errors import ExportError, InputError
 from onnxbridge.core._types import Feeds
 from onnxbridge.exporting._adapter import Exported, ExportRequest
 
@@ -153,6 +156,7 @@ def traceable(torch: Any) -> Iterator[None]:
             pooled = here if pooled is None else pooled + here
         return pooled
 
+    from torchvision.models.detection import roi_heads
     from torchvision.ops import poolers, roi_align
 
     original_resize = transform._resize_image_and_masks
@@ -161,6 +165,8 @@ def traceable(torch: Any) -> Iterator[None]:
         (transform, "_resize_image_and_masks", resize),
         (transform.GeneralizedRCNNTransform, "batch_images", batch_images),
         (box_ops, "batched_nms", batched_nms),
+        (transform, "paste_masks_in_image", _instances.paste_masks_in_image),
+        (roi_heads, "heatmaps_to_keypoints", _instances.heatmaps_to_keypoints),
     ]
     # modules that imported batched_nms by name
     for module in list(sys.modules.values()):
@@ -230,13 +236,6 @@ def other_sizes(height: int, width: int) -> list[tuple[int, int]]:
 
 def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
     """Export a torchvision detector called as ``model([images])``; see the module's docstring."""
-    heads = getattr(model, "roi_heads", None)
-    if heads is not None and (heads.has_mask() or heads.has_keypoint()):
-        raise UnsupportedSettingError(
-            f"{type(model).__name__} has a {'mask' if heads.has_mask() else 'keypoint'} head, which onnxbridge does "
-            "not export yet: it pastes masks (or decodes keypoint heatmaps) one detection at a time. Faster R-CNN, "
-            "RetinaNet, SSD, SSDlite and FCOS export."
-        )
     if request.dynamic_axes is not None or request.input_names is not None or request.output_names is not None:
         raise InputError(
             f"{type(model).__name__} names its graph's inputs (image, or image_0, image_1, ...), outputs (boxes, "
@@ -301,6 +300,11 @@ def export(torch: Any, model: Any, request: ExportRequest) -> Exported:
         "detections; torchvision's resize, batching, batched NMS and multi-scale RoI pooling were traced in forms "
         "without data-dependent branches (same values), and torchvision's nms and roi_align became ONNX "
         "NonMaxSuppression and RoiAlign"
+        + (
+            "; its per-detection mask pasting and keypoint heatmap decoding became batched resizes (same arithmetic)"
+            if {"masks", "keypoints"} & set(keys)
+            else ""
+        )
     )
     import torchvision
 

@@ -50,7 +50,9 @@ class OutputComparison:
         noise: Passed only within float summation noise: some element is outside
             ``atol + rtol * |reference|`` but every one is within that plus the noise band
             (:data:`NOISE_ULPS` units in the last place of the output's float type, times the
-            largest ``|reference|`` of the output).
+            largest ``|reference|`` of the output). A detector's masks and keypoints are noise
+            too where float noise in a box moved them by one whole pixel, and no further
+            (``checks._detections.placed_within_noise``).
     """
 
     case: str
