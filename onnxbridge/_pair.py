@@ -14,11 +14,10 @@ settings) and ``generation.npz`` (the encoder inputs of the recorded greedy toke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from onnxbridge.exporting._adapter import Exported
 from onnxbridge.generation import _check, _loop
 from onnxbridge.generation._decoding import Generated
 from onnxbridge.generation._spec import GREEDY, GenerationKwargs, GenerationOptions, GenerationSpec, GreedyRecord
-from onnxbridge.graph import _files
+from onnxbridge.graph import _partials
 from onnxbridge.quantize._options import QuantizeKwargs, QuantizeOptions
 
 if TYPE_CHECKING:
@@ -335,12 +334,14 @@ class EncoderDecoderArtifact:
                 "remove it first. Nothing was written."
             )
         parent = target.parent if str(target.parent) else Path(".")
-        _files.remove_stale_temporaries(parent)
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=_files.TEMP_PREFIX, dir=parent))
-        except OSError as err:
-            raise ModelFileError(f"Cannot write {str(target)!r}: {err.strerror or err}. Nothing was written.") from err
-        try:
+        _partials.remove_orphans(parent)
+        with contextlib.ExitStack() as stack:  # the partial folder is removed on leaving, and its lock let go
+            try:
+                staging = stack.enter_context(_partials.partial_folder(parent))
+            except OSError as err:
+                raise ModelFileError(
+                    f"Cannot write {str(target)!r}: {err.strerror or err}. Nothing was written."
+                ) from err
             for role, part in self.components.items():
                 part.save(staging / f"{role}.onnx", external_data=external_data, reference=reference)
             manifest: dict[str, Any] = {
@@ -354,8 +355,6 @@ class EncoderDecoderArtifact:
                 np.savez(staging / RECORD, **record.encoder_inputs)  # type: ignore[arg-type]
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
             _swap_into_place(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     @classmethod
@@ -388,19 +387,17 @@ def _replaceable(folder: Path) -> bool:
 
 def _swap_into_place(staging: Path, target: Path) -> None:
     """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and removed after."""
-    aside = None
-    try:
-        if target.exists():
-            aside = Path(tempfile.mkdtemp(prefix=_files.TEMP_PREFIX, dir=target.parent))
-            os.replace(target, aside / "old")
-        os.replace(staging, target)
-    except OSError as err:
-        if aside is not None and (aside / "old").exists() and not target.exists():
-            os.replace(aside / "old", target)  # put the previous export back
-        raise ModelFileError(f"Cannot write {str(target)!r}: {err.strerror or err}. Nothing was changed.") from err
-    finally:
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        aside = None
+        try:
+            if target.exists():
+                aside = stack.enter_context(_partials.partial_folder(target.parent))  # removed on leaving
+                os.replace(target, aside / "old")
+            os.replace(staging, target)
+        except OSError as err:
+            if aside is not None and (aside / "old").exists() and not target.exists():
+                os.replace(aside / "old", target)  # put the previous export back
+            raise ModelFileError(f"Cannot write {str(target)!r}: {err.strerror or err}. Nothing was changed.") from err
 
 
 def is_export_folder(path: Path) -> bool:

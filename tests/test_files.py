@@ -171,22 +171,63 @@ def test_save_to_an_unwritable_place_is_a_model_file_error(external_data):
         art.save("/proc/model.onnx", external_data=external_data)  # /proc takes no new files, even for root
 
 
-def test_save_removes_temporaries_that_killed_saves_left_and_nothing_else(tmp_path):
+def test_save_removes_partials_nobody_holds_and_nothing_else(tmp_path):
+    import fcntl
+
     past = os.stat(tmp_path).st_mtime - 10**6  # long before this process started
-    stale_file = tmp_path / ".onnxbridge-partial-k1ll3d"
-    stale_file.write_bytes(b"half a model")
-    old_style = tmp_path / ".onnxbridge-ab12cd34"  # what releases before 0.2 named them
+    orphan = tmp_path / ".onnxbridge-partial-k1ll3d"  # no writer holds it: removed whatever its age
+    orphan.write_bytes(b"half a model")
+    old_style = tmp_path / ".onnxbridge-ab12cd34"  # what releases before 0.2 named them (no lock): by age
     old_style.mkdir()
     (old_style / "model.onnx").write_bytes(b"half")
-    users = tmp_path / ".onnxbridge-notes.txt"  # not a name onnxbridge gives its temporaries
+    users = tmp_path / ".onnxbridge-notes.txt"  # not a name onnxbridge gives its partials
     users.write_text("mine")
-    for path in (stale_file, old_style, users):
+    for path in (old_style, users):
         os.utime(path, (past, past))
-    running = tmp_path / ".onnxbridge-partial-busy01"  # a save going on right now (written after we started)
+    running = tmp_path / ".onnxbridge-partial-busy01"  # a save going on right now: its writer holds the lock
     running.write_bytes(b"being written")
-    ob.export(_model()).save(tmp_path / "model.onnx")
-    left = sorted(p.name for p in tmp_path.iterdir())
+    os.utime(running, (past, past))  # however old
+    with running.open("rb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        ob.export(_model()).save(tmp_path / "model.onnx")
+        left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".onnxbridge-notes.txt", ".onnxbridge-partial-busy01", "model.onnx"]
+
+
+KILLED_SAVE = """
+import sys, time
+from pathlib import Path
+from onnxbridge.graph import _files
+with _files.atomic_write(Path(sys.argv[1]) / "model.onnx") as handle:
+    handle.write(b"x" * 1_000_000)
+    handle.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_partial_of_a_killed_save_is_removed_by_a_process_that_started_before_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    for _ in range(3):  # killed three times mid-save; each new save removes the one before it
+        child = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "writing"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    partials = [p for p in tmp_path.iterdir() if p.name.startswith(".onnxbridge-partial-")]
+    assert [p.stat().st_size for p in partials] == [1_000_000]  # the last one's
+    ob.load(ob.export(_model()).save(tmp_path / "model.onnx"))  # this process began long before those children
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_a_load_removes_orphaned_partials_too(tmp_path):
+    path = ob.export(_model()).save(tmp_path / "model.onnx")
+    (tmp_path / ".onnxbridge-partial-k1ll3d").write_bytes(b"half a model")
+    ob.load(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
 def _contrib_model(*, broken: bool = False) -> onnx.ModelProto:

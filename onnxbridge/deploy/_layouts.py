@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge.core._errors import InputError, ModelFileError, UnsupportedSettingError
-from onnxbridge.graph import _files, _graph
+from onnxbridge.graph import _files, _graph, _partials
 
 if TYPE_CHECKING:
     import onnx
@@ -123,38 +123,36 @@ def write(
             "artifact has none. Export the transformers model with onnxbridge (or save a plain .onnx file)."
         )
     target.mkdir(exist_ok=True)
-    _files.remove_stale_temporaries(target)
-    staging = Path(tempfile.mkdtemp(prefix=_files.TEMP_PREFIX, dir=target))
+    _partials.remove_orphans(target)
     try:
-        name = graph_name(layout, model)
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        data_name = Path(name).name + ("_data" if layout == "transformers.js" else ".data")
-        if external_data is None and layout == "genai":
-            external_data = True  # as genai's builder writes it: onnxruntime maps the weights from the file
-        _files.save_model(model, staging / name, external_data=external_data, data_name=data_name)
-        files = {name: "graph"}
-        if (staging / name).parent.joinpath(data_name).exists():
-            files[str(Path(name).parent / data_name)] = "weights"
-        texts: dict[str, Mapping[str, Any]] = {} if genai is None else {"genai_config.json": genai}
-        if layout != "genai":
-            texts.update(configs)
-        if layout == "transformers.js":
-            chunks = 1 if "weights" in files.values() else 0
-            texts["config.json"] = _external_data_format(configs["config.json"], target, Path(name).name, chunks)
-        for file_name, data in texts.items():
-            (staging / file_name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            files[file_name] = "settings"
-        files.update(dict.fromkeys(_tokenizer_files(staging, tokenizer, source), "tokenizer"))
-        for relative in files:
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / relative, target / relative)
+        with _partials.partial_folder(target) as staging:
+            name = graph_name(layout, model)
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            data_name = Path(name).name + ("_data" if layout == "transformers.js" else ".data")
+            if external_data is None and layout == "genai":
+                external_data = True  # as genai's builder writes it: onnxruntime maps the weights from the file
+            _files.save_model(model, staging / name, external_data=external_data, data_name=data_name)
+            files = {name: "graph"}
+            if (staging / name).parent.joinpath(data_name).exists():
+                files[str(Path(name).parent / data_name)] = "weights"
+            texts: dict[str, Mapping[str, Any]] = {} if genai is None else {"genai_config.json": genai}
+            if layout != "genai":
+                texts.update(configs)
+            if layout == "transformers.js":
+                chunks = 1 if "weights" in files.values() else 0
+                texts["config.json"] = _external_data_format(configs["config.json"], target, Path(name).name, chunks)
+            for file_name, data in texts.items():
+                (staging / file_name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                files[file_name] = "settings"
+            files.update(dict.fromkeys(_tokenizer_files(staging, tokenizer, source), "tokenizer"))
+            for relative in files:
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / relative, target / relative)
     except OSError as err:
         raise ModelFileError(
             f"Cannot write the {layout} folder {str(target)!r}: {err.strerror or err}. Check that it is writable and "
             "has free space; no partial file was left there."
         ) from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if "tokenizer" not in files.values():
         warnings.warn(
             f"No tokenizer files were written into {str(target)!r}: the model was not loaded from a local folder "

@@ -13,12 +13,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onnxbridge.graph import _graph
+from onnxbridge.graph import _graph, _partials
 
 if TYPE_CHECKING:
     import onnx
@@ -95,13 +94,13 @@ def check_model(model: onnx.ModelProto, path: str | os.PathLike[str] | None = No
     # so that the external data resolves; the checker reads files, not a >2 GiB serialized model.
     header = onnx.load_model(str(source), load_external_data=False)
     with _moved_aside(header):
-        # _files.TEMP_PREFIX (which imports this module), with no suffix: a killed check's file then matches
-        # the names the next save in this folder cleans up
-        fd, staged = tempfile.mkstemp(prefix=".onnxbridge-partial-", dir=source.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
+        # a partial, locked while it is checked: a killed check's file is removed by the next save or load here
+        fd, staged = _partials.partial_file(source.parent)
+        with os.fdopen(fd, "wb") as handle:
+            try:
                 handle.write(header.SerializeToString())
-            onnx.checker.check_model(staged, full_check=full_check)
-        finally:
-            Path(staged).unlink(missing_ok=True)
+                handle.flush()
+                onnx.checker.check_model(str(staged), full_check=full_check)
+            finally:
+                staged.unlink(missing_ok=True)
     return describe(unchecked)

@@ -10,16 +10,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from onnxbridge.core._errors import ModelFileError, first_line
-from onnxbridge.graph import _checker
+from onnxbridge.graph import _checker, _partials
 
 if TYPE_CHECKING:
     import onnx
@@ -38,39 +34,6 @@ def _check_target(target: Path) -> None:
         )
 
 
-# Temporaries of a save are named like this in the target folder: ".onnxbridge-partial-" plus
-# random characters (and ".onnxbridge-" plus 8 for releases before 0.2). A killed save leaves one.
-TEMP_PREFIX = ".onnxbridge-partial-"
-_TEMP_NAME = re.compile(r"^\.onnxbridge-(partial-[A-Za-z0-9_]+|[A-Za-z0-9_]{8})$")
-PROCESS_START = time.time()  # when onnxbridge was imported into this process
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete this library's temporaries in ``folder`` left by saves killed before this process began.
-
-    Only names this library gives its temporaries are touched, and only when they were last
-    modified before this process imported onnxbridge, so a save running elsewhere right now
-    (whose file is being written) is left alone. Returns what was removed.
-    """
-    removed: list[Path] = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        try:
-            if not _TEMP_NAME.match(entry.name) or entry.lstat().st_mtime >= PROCESS_START or entry.is_symlink():
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed.append(entry)
-        except OSError:
-            continue  # another process may be cleaning up too; never fail a save over it
-    return removed
-
-
 def _unwritable(target: Path, err: OSError) -> ModelFileError:
     return ModelFileError(
         f"Cannot write {str(target)!r}: {err.strerror or err}. Check that the folder exists, is writable and has "
@@ -83,17 +46,17 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Write a file through a temporary name in the same folder, renamed into place on success."""
     target = Path(path)
     _check_target(target)
-    remove_stale_temporaries(target.parent)
+    _partials.remove_orphans(target.parent)
     try:
-        fd, staged = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        fd, staged = _partials.partial_file(target.parent)
     except OSError as err:
         raise _unwritable(target, err) from err
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:  # holds the partial's lock until it is renamed into place
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(staged, target)
+            os.replace(staged, target)
     except OSError as err:
         Path(staged).unlink(missing_ok=True)
         raise _unwritable(target, err) from err
@@ -125,21 +88,16 @@ def save_model(
         return target
     import onnx_ir as ir
 
-    remove_stale_temporaries(target.parent)
+    _partials.remove_orphans(target.parent)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent))
+        with _partials.partial_folder(target.parent) as staging:
+            staged, location = staging / target.name, data_name or target.name + ".data"
+            ir.save(ir.serde.deserialize_model(model), staged, external_data=location, alignment=EXTERNAL_ALIGNMENT)
+            if (staging / location).exists():  # tensors under 256 bytes stay inline; there may be none
+                os.replace(staging / location, target.parent / location)
+            os.replace(staged, target)
     except OSError as err:
         raise _unwritable(target, err) from err
-    try:
-        staged, location = staging / target.name, data_name or target.name + ".data"
-        ir.save(ir.serde.deserialize_model(model), staged, external_data=location, alignment=EXTERNAL_ALIGNMENT)
-        if (staging / location).exists():  # tensors under 256 bytes stay inline; there may be none
-            os.replace(staging / location, target.parent / location)
-        os.replace(staged, target)
-    except OSError as err:
-        raise _unwritable(target, err) from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -217,6 +175,7 @@ def read_model(
         raise ModelFileError(f"{str(source)!r} is a directory; expected an '.onnx' file.")
     if source.stat().st_size == 0:
         raise ModelFileError(f"{str(source)!r} is empty (0 bytes); it is not an ONNX model. Re-export or re-save it.")
+    _partials.remove_orphans(source.parent)  # what saves killed in this folder left, whoever ran them
     try:
         model = onnx.load_model(str(source), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as err:

@@ -22,7 +22,7 @@ import weakref
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from onnxbridge.graph import _files
+from onnxbridge.graph import _files, _partials
 
 if TYPE_CHECKING:
     import onnx
@@ -130,7 +130,7 @@ def remove_abandoned(root: str | os.PathLike[str] | None = None) -> list[Path]:
     for entry in entries:
         lock_path = entry / LOCK_NAME
         try:
-            if entry.is_symlink() or entry.stat().st_mtime >= _files.PROCESS_START or not lock_path.is_file():
+            if entry.is_symlink() or entry.stat().st_mtime >= _partials.PROCESS_START or not lock_path.is_file():
                 continue
             with lock_path.open("rb") as handle:
                 try:
