@@ -9,11 +9,12 @@ torch's own interpolation arithmetic, and one batched matmul:
 * masks: torch's bilinear resize (``align_corners=False``) of the padded mask to the box's integer
   size, placed at the box's corner, zero outside it (and outside the image, as torchvision's slice);
 * keypoints: torch's bicubic resize (A = -0.75, edges clamped) of each heatmap to the box's rounded-up
-  size, padded to the largest box of the call; the argmax skips the padding, so the first maximum in
-  row-major order is the one torchvision picks.
+  size, padded to the largest box of the call, one keypoint at a time; the argmax skips the padding,
+  so the first maximum in row-major order is the one torchvision picks.
 
 The values are torchvision's up to float summation order; the memory is one image-sized mask per
-detection (as torchvision's own output) and one largest-box-sized heatmap per keypoint and detection.
+detection (as torchvision's own output), and one largest-box-sized heatmap per detection for one
+keypoint at a time.
 """
 
 from __future__ import annotations
@@ -102,13 +103,18 @@ def heatmaps_to_keypoints(maps: Any, rois: Any) -> tuple[Any, Any]:
     torch._check(widest >= 1)
     rows = _cubic_weights(torch, heights_ceil, tallest, source, maps.dtype)
     cols = _cubic_weights(torch, widths_ceil, widest, source, maps.dtype)
-    resized = rows[:, None] @ maps @ cols[:, None].transpose(2, 3)  # [N, K, tallest, widest]
     inside = (torch.arange(tallest, device=maps.device)[None, :, None] < heights_ceil[:, None, None]) & (
         torch.arange(widest, device=maps.device)[None, None, :] < widths_ceil[:, None, None]
     )
-    flat = torch.where(inside[:, None], resized, torch.full_like(resized, float("-inf"))).flatten(2)
-    position = flat.argmax(dim=2)  # [N, K], the first maximum in row-major order
-    scores = flat.gather(2, position[..., None])[..., 0]
+    outside = torch.full((), float("-inf"), dtype=maps.dtype)
+    positions, found = [], []
+    for keypoint in range(maps.shape[1]):  # one [N, tallest, widest] map at a time: memory of one, not K
+        resized = rows @ maps[:, keypoint] @ cols.transpose(1, 2)
+        flat = torch.where(inside, resized, outside).flatten(1)
+        position = flat.argmax(dim=1)  # the first maximum in row-major order
+        positions.append(position)
+        found.append(flat.gather(1, position[:, None])[:, 0])
+    position, scores = torch.stack(positions, dim=1), torch.stack(found, dim=1)  # [N, K]
     # the column and row of each flat position, looked up (a remainder by a symbolic size does not export)
     columns = torch.arange(widest, device=maps.device)[None, :].expand(tallest, widest).flatten()
     lines = torch.arange(tallest, device=maps.device)[:, None].expand(tallest, widest).flatten()
