@@ -225,6 +225,7 @@ class Artifact:
                 By default the float model is returned instead and the report says so.
             bits: For ``"weight-only"``: 8 or 4.
             block_size: For weight-only modes: weights per scale (a power of two >= 16).
+            batch_sizes: Batches to compare latency at, besides 1, the measuring sample's and 8.
 
         Returns:
             A new :class:`Artifact` with ``.parent`` set and ``.quantization`` holding the

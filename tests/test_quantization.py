@@ -83,19 +83,31 @@ def test_artifact_with_qdq_from_training_elsewhere_needs_no_train(cnn, digits, t
     assert again.quantization.settings == {"source": "QDQ already in the graph"}
 
 
-def test_static_default_is_never_a_silent_slow_down(cnn, digits):
+def test_static_default_is_never_a_silent_slow_down_at_any_batch_measured(cnn, digits):
     _, art = cnn
-    q = art.quantize("static", calibration=digits[0][:256])
+    q = art.quantize("static", calibration=digits[0][:256], batch_sizes=[32])
     report = q.quantization
-    assert report.latency_ratio is not None
-    if report.kept_float:  # int8 measured slower on this CPU: the float graph comes back, and the report says so
+    assert {1, 8, 32} <= set(report.latency_ratios)  # batch 1, 8 and the asked (and the measuring sample's)
+    assert report.latency_ratio == report.latency_ratios[1]
+    assert "at batch 8" in str(report)
+    slower = [batch for batch, ratio in report.latency_ratios.items() if ratio > 1.10]
+    assert report.kept_float == (len(slower) == len(report.latency_ratios))
+    if report.kept_float:  # int8 measured slower at every batch: the float graph comes back, and the report says so
         assert q.model.graph == art.model.graph
         assert q.model is not art.model  # the child's own copy: saving it must not touch the parent
         assert report.size_ratio == 1.0
         assert any("FLOAT model is returned" in w for w in report.warnings)
-    else:  # int8 kept: it is the quantized graph, and no "returned float" warning
+    else:  # int8 kept: it is the quantized graph; slower at some batch is said, not silent
         assert "QuantizeLinear" in {n.op_type for n in q.model.graph.node}
         assert not any("FLOAT model is returned" in w for w in report.warnings)
+        assert bool(slower) == any("slower than the float one on this CPU at batch" in w for w in report.warnings)
+
+
+def test_batch_sizes_must_be_positive_integers(cnn):
+    _, art = cnn
+    for wrong in ([0], [2.5], ["8"]):
+        with pytest.raises(ob.InputError, match="batch_sizes"):
+            art.quantize("dynamic", batch_sizes=wrong)
 
 
 def test_static_preprocessing_folds_batchnorm_into_conv():

@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from onnxbridge.adapters import _skl2onnx_fixes, _sklearn_converters, _sklearn_hist_gbt, _sklearn_outputs
+from onnxbridge.adapters import (
+    _skl2onnx_fixes,
+    _sklearn_converters,
+    _sklearn_hist_gbt,
+    _sklearn_outputs,
+    _sklearn_rows,
+)
 from onnxbridge.core._axes import DynamicAxes
 from onnxbridge.core._deps import require
 from onnxbridge.core._errors import ExportError, InputError, UnsupportedModelError, first_line
@@ -103,11 +109,19 @@ class SklearnAdapter:
                 "categorical features converted by onnxbridge (category codes and category-set splits in an "
                 "ai.onnx.ml opset-5 TreeEnsemble): skl2onnx alone ignores them"
             )
+        extra: dict[str, Feeds] = {}
         if outputs.kind:
             compared = ", ".join(
                 f"{name} with {method}()" for name, method in zip(out_names, outputs.methods, strict=True)
             )
             notes.append(f"validation compares {compared}")
+            if table.columns is None and request.sample is not None:
+                rows = _sklearn_rows.validation_rows(model, request.sample)
+                extra = {name: table.feeds(values) for name, values in rows.items()}
+                if rows:
+                    notes.append(f"validation also compares {', '.join(rows)}, besides the sample")
+                if _sklearn_rows.tie_note(rows):
+                    notes.append(_sklearn_rows.tie_note(rows))
         else:
             notes.append(f"validation has no {type(model).__name__} method to compare these outputs with")
         return Exported(
@@ -122,6 +136,7 @@ class SklearnAdapter:
             notes=notes,
             properties={"precision": precision},
             labels=_sklearn_outputs.class_labels(model, outputs, out_names),
+            validation_samples=extra,
         )
 
 

@@ -120,15 +120,20 @@ def summary(accuracy: Sequence[OutputAccuracy]) -> str:
 
 
 def latency_ratio(
-    parent: onnx.ModelProto | Session, child: onnx.ModelProto | Session, feeds: Feeds, *, rounds: int = 7
+    parent: onnx.ModelProto | Session,
+    child: onnx.ModelProto | Session,
+    feeds: Feeds,
+    *,
+    rounds: int = 7,
+    threads: int | None = 1,
 ) -> float | None:
-    """Median over interleaved rounds of child/parent latency on CPU, one thread.
+    """Median over interleaved rounds of child/parent latency on CPU (``threads=None``: onnxruntime's default).
 
     Each round times a block of calls of each model in turn (who goes first alternates), with
     a short pause between blocks so onnxruntime's worker threads stop spinning. Returns
     ``None`` if either model cannot run ``feeds``.
     """
-    sessions = [m if isinstance(m, Session) else session(m, threads=1) for m in (parent, child)]
+    sessions = [m if isinstance(m, Session) else session(m, threads=threads) for m in (parent, child)]
     inputs = [{k: v for k, v in feeds.items() if k in s.input_names} for s in sessions]
     try:
         start = time.perf_counter()

@@ -41,6 +41,7 @@ class QuantizeOptions:
     allow_slower: bool = False
     bits: int = 8
     block_size: int = 32
+    batch_sizes: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, mode: str | QuantizationMode, **given: Any) -> QuantizeOptions:
@@ -53,10 +54,12 @@ class QuantizeOptions:
             )
         op_types: Sequence[str] | None = given.pop("op_types", None)
         exclude = given.pop("exclude", ())
+        batch_sizes = given.pop("batch_sizes", ())
         return cls(
             parse_mode(mode),
             op_types=tuple(op_types) if op_types else None,
             exclude=tuple(exclude),
+            batch_sizes=tuple(batch_sizes) if isinstance(batch_sizes, Iterable) else (batch_sizes,),
             **given,
         )
 
@@ -71,6 +74,12 @@ class QuantizeOptions:
             raise InputError(
                 f"block_size={size!r}: MatMulNBits takes a power of two >= 16 (32 is the usual choice; "
                 "smaller blocks are more accurate and larger)."
+            )
+        wrong = [b for b in self.batch_sizes if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+        if wrong:
+            raise InputError(
+                f"batch_sizes={list(self.batch_sizes)!r}: give the batch sizes you run, as positive integers "
+                "(e.g. [1, 32]); the latency is compared with the float model at each."
             )
         if self.mode is QuantizationMode.STATIC and self.calibration is None:
             raise InputError(
@@ -94,3 +103,4 @@ class QuantizeKwargs(TypedDict, total=False):
     allow_slower: bool
     bits: int
     block_size: int
+    batch_sizes: Iterable[int]

@@ -39,7 +39,15 @@ def quantize(model: onnx.ModelProto, reference: Reference, framework: str, optio
             calibrated = options.calibration is not None
             return _auto.search(model, samples, options.tolerance, options.objective, calibrated=calibrated)
         recipe = _recipe(model, reference, framework, samples, options)
-        return _run.run(model, recipe, samples, exclude, options.tolerance, allow_slower=options.allow_slower)
+        return _run.run(
+            model,
+            recipe,
+            samples,
+            exclude,
+            options.tolerance,
+            allow_slower=options.allow_slower,
+            batch_sizes=options.batch_sizes,
+        )
     except OnnxBridgeError:
         raise
     except Exception as err:

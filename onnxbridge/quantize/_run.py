@@ -9,7 +9,7 @@ runs several.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,6 +70,7 @@ def run(
     tolerance: Mapping[str, float] | None,
     *,
     allow_slower: bool = False,
+    batch_sizes: Sequence[int] = (),
     measure_latency: bool = True,
     expected: list[dict[str, np.ndarray]] | None = None,
 ) -> Result:
@@ -107,7 +108,7 @@ def run(
     report.size_after = _measure.model_size(model)
     source = getattr(recipe, "source", None)
     if measure_latency:
-        model = _keep_if_faster(parent, model, samples, report, allow_slower)
+        model = _keep_if_faster(parent, model, samples, report, allow_slower, batch_sizes)
     return Result(model, report, source)
 
 
@@ -127,19 +128,33 @@ def _protect(simulator: Int8Simulator) -> list[str]:
 
 
 def _keep_if_faster(
-    parent: onnx.ModelProto, model: onnx.ModelProto, samples: list[Feeds], report: QuantizationReport, allow: bool
+    parent: onnx.ModelProto,
+    model: onnx.ModelProto,
+    samples: list[Feeds],
+    report: QuantizationReport,
+    allow: bool,
+    batch_sizes: Sequence[int] = (),
 ) -> onnx.ModelProto:
-    ratios = [r for r in (_measure.latency_ratio(parent, model, feeds) for feeds in _latency_feeds(samples)) if r]
-    report.latency_ratio = ratios[0] if ratios else None
+    """``model``, or ``parent`` where an int8 ``model`` is slower at every batch measured (see the docs)."""
+    for batch, feeds in _latency_feeds(samples, batch_sizes):
+        ratio = _measure.latency_ratio(parent, model, feeds, threads=None)
+        if ratio:
+            report.latency_ratios[batch] = ratio
+    ratios = report.latency_ratios
+    report.latency_ratio = ratios.get(1, next(iter(ratios.values()), None))
+    slower = {batch: ratio for batch, ratio in ratios.items() if ratio > _SLOWER}
+    measured = ", ".join(f"{r:.2f}x at batch {b}" for b, r in sorted(ratios.items()))
     # Only int8 modes whose float parent computes the same function fall back to it; QAT's result
     # is a trained model, and fp16 and weight-only are asked for by name.
-    if not ratios or min(ratios) <= _SLOWER or report.mode not in _FALLS_BACK:
-        if report.latency_ratio and report.latency_ratio > _SLOWER:
-            report.warnings.append(
-                f"the quantized model ran {report.latency_ratio:.2f}x as long as the float one on this CPU"
-            )
+    if not slower:
         return model
-    measured = ", ".join(f"{r:.2f}x" for r in ratios)
+    if len(slower) < len(ratios) or report.mode not in _FALLS_BACK:
+        report.warnings.append(
+            f"the quantized model is slower than the float one on this CPU at batch "
+            f"{', '.join(map(str, sorted(slower)))} ({measured}); it is kept because "
+            + ("it is not slower at every batch" if len(slower) < len(ratios) else f"{report.mode.value} was asked for")
+        )
+        return model
     if allow:
         report.warnings.append(
             f"the quantized model is slower than the float one on this CPU ({measured}); kept because "
@@ -148,20 +163,31 @@ def _keep_if_faster(
         return model
     report.kept_float = True
     report.warnings.append(
-        f"the quantized model was slower than the float one on this CPU ({measured} of its latency), so the FLOAT "
-        "model is returned; its accuracy and size figures above describe the quantized model that was not kept. "
-        "Pass allow_slower=True to keep it anyway (e.g. for a CPU with VNNI, or for the smaller file)."
+        f"the quantized model was slower than the float one on this CPU at every batch measured ({measured} of its "
+        "latency), so the FLOAT model is returned; its accuracy and size figures above describe the quantized model "
+        "that was not kept. Pass allow_slower=True to keep it anyway (e.g. for a CPU with VNNI, or for the smaller "
+        "file)."
     )
     report.size_after = report.size_before
     return _passes.copy(parent)  # its own copy: saving the child writes metadata into its model
 
 
-def _latency_feeds(samples: list[Feeds]) -> list[Feeds]:
-    """The first sample at batch 1 and, where it is larger, at its own batch."""
+LATENCY_BATCHES = (1, 8)  # with the measuring sample's batch and the user's batch_sizes
+
+
+def _latency_feeds(samples: list[Feeds], batch_sizes: Sequence[int] = ()) -> list[tuple[int, Feeds]]:
+    """The first sample at batch 1, at its own batch, at 8 and at ``batch_sizes``: rows repeated or cut."""
     first = samples[0]
-    one = {k: v[:1] if v.ndim else v for k, v in first.items()}
-    batch = min((len(v) for v in first.values() if v.ndim), default=1)
-    return [one] + ([first] if batch > 1 else [])
+    own = min((len(v) for v in first.values() if v.ndim), default=1)
+    sizes = sorted({*LATENCY_BATCHES, own, *batch_sizes})
+    return [(size, {k: _rows(v, size) for k, v in first.items()}) for size in sizes]
+
+
+def _rows(value: np.ndarray, count: int) -> np.ndarray:
+    """``value`` with ``count`` rows along axis 0, cycling through its own (scalars as they are)."""
+    if not value.ndim or len(value) == count or not len(value):
+        return value
+    return np.ascontiguousarray(np.take(value, np.arange(count) % len(value), axis=0))
 
 
 def _repair(

@@ -161,7 +161,9 @@ class QuantizationReport:
         nodes_left_float: Compute nodes that still run in float.
         tolerance: The tolerance asked for, if any.
         passed: Whether the tolerance is met (``None`` without a tolerance).
-        latency_ratio: Result / parent latency on CPU, one thread, at the measuring batch.
+        latency_ratio: Result / parent latency on CPU at batch 1, with onnxruntime's default threads.
+        latency_ratios: Result / parent latency at every batch measured (batch size -> ratio): 1, the
+            measuring sample's, 8, and the ``batch_sizes`` asked for.
         attempts: What the tolerance repair tried, in order.
         warnings: What the user should know (slower than float, float kept, ...).
         candidates: For ``"auto"``: every recipe tried, with its measurements.
@@ -182,6 +184,7 @@ class QuantizationReport:
     tolerance: dict[str, float] | None = None
     passed: bool | None = None
     latency_ratio: float | None = None
+    latency_ratios: dict[int, float] = field(default_factory=dict)
     attempts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
@@ -213,6 +216,7 @@ class QuantizationReport:
             "tolerance": self.tolerance,
             "passed": self.passed,
             "latency_ratio": self.latency_ratio,
+            "latency_ratios": {str(batch): ratio for batch, ratio in self.latency_ratios.items()},
             **({"chosen": self.chosen} if self.chosen else {}),
             **({"kept_float": True} if self.kept_float else {}),
             **({"generation": vars(self.generation)} if self.generation is not None else {}),
@@ -229,7 +233,12 @@ class QuantizationReport:
         lines = [
             f"{title}: size {self.size_before / 1024:.0f} KiB -> {self.size_after / 1024:.0f} KiB "
             f"({self.size_ratio:.2f}x)"
-            + (f", latency {self.latency_ratio:.2f}x of the float model" if self.latency_ratio else ""),
+            + (f", latency {_latencies(self.latency_ratios)} of the float model" if self.latency_ratios else "")
+            + (
+                f", latency {self.latency_ratio:.2f}x of the float model"
+                if self.latency_ratio and not self.latency_ratios
+                else ""
+            ),
             f"  settings: {', '.join(f'{k}={v}' for k, v in self.settings.items())}",
         ]
         if self.optimized is not None:
@@ -256,6 +265,10 @@ class QuantizationReport:
             lines += text_table(CANDIDATE_HEADER, [c.row() for c in self.candidates], indent="    ")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _latencies(ratios: dict[int, float]) -> str:
+    return ", ".join(f"{ratio:.2f}x at batch {batch}" for batch, ratio in sorted(ratios.items()))
 
 
 def _counts(counts: Mapping[str, int]) -> str:

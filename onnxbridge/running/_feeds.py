@@ -151,21 +151,22 @@ def cast_to(value: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
                 f"Input {name!r} holds {bad}, which does not fit the model's {dtype} (range {info.min} to "
                 f"{info.max}); casting would wrap it silently. Pass values in that range."
             )
+    narrower_float = dtype.kind == "f" and dtype.itemsize < value.dtype.itemsize
     try:
-        with np.errstate(over="ignore"):  # overflow is reported below as an InputError, not a warning
-            cast = value.astype(dtype)
+        if not narrower_float:  # nothing can overflow (integers were range-checked above)
+            return value.astype(dtype)
+        with np.errstate(over="raise"):  # a float that overflows the narrower type raises in the cast: no extra pass
+            return value.astype(dtype)
+    except FloatingPointError:
+        with np.errstate(over="ignore"):
+            overflow = np.isinf(value.astype(dtype)) & np.isfinite(value)
+        raise InputError(
+            f"Input {name!r} holds {value[overflow].flat[0]!r}, beyond the largest {dtype} "
+            f"({np.finfo(dtype).max:.4g}); casting would turn it into inf. Scale the input, or export with "
+            "float64 inputs."
+        ) from None
     except MemoryError as err:
         raise InputError(
             f"Input {name!r} of shape {value.shape} would need {value.size * dtype.itemsize / 2**30:.1f} GiB as "
             f"{dtype}, more than this machine can allocate. Pass fewer rows at a time."
         ) from err
-    # float64 inputs are common (numpy's default): one pass in the usual case, where nothing is inf
-    if dtype.kind == "f" and dtype.itemsize < value.dtype.itemsize and value.size and np.isinf(cast).any():
-        overflow = np.isinf(cast) & np.isfinite(value)
-        if overflow.any():
-            raise InputError(
-                f"Input {name!r} holds {value[overflow].flat[0]!r}, beyond the largest {dtype} "
-                f"({np.finfo(dtype).max:.4g}); casting would turn it into inf. Scale the input, or export with "
-                "float64 inputs."
-            )
-    return cast

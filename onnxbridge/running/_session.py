@@ -125,6 +125,12 @@ class Session:
         self._name_set = frozenset(self.input_names)
         self._dtypes = {s.name: s.dtype for s in self.inputs}
         self._run = self._session.run
+        # The plan of the hot path: a dict of exactly these inputs, numpy arrays of exactly these dtypes, goes to
+        # onnxruntime as it is (onnxruntime checks rank and fixed sizes itself; on its refusal the full checks
+        # below name what is wrong). None where an input has no numpy dtype (strings, sequences).
+        typed = all(spec.dtype is not None for spec in self.inputs)
+        self._exact = tuple((s.name, s.dtype) for s in self.inputs) if typed else None
+        self._only_output = self.output_names[0] if len(self.output_names) == 1 else None
 
     @property
     def ort_session(self) -> Any:
@@ -155,15 +161,30 @@ class Session:
                 integer out of the input type's range, a float beyond its largest value).
             InferenceError: onnxruntime failed while running.
         """
-        feeds = self._feeds(inputs)
+        feeds = inputs if self._fits(inputs) else self._feeds(inputs)
         try:
             outputs = self._run(None, feeds)
         except Exception as err:
+            if feeds is inputs:
+                self._feeds(inputs)  # a rank or a fixed size onnxruntime refused: raises the InputError saying which
             raise InferenceError(
                 f"onnxruntime failed while running the model: {_first_line(err)}. If the input shapes are "
                 "unusual for this model, run art.validate() to see which sizes it supports."
             ) from err
+        if self._only_output is not None:
+            return {self._only_output: outputs[0]}
         return dict(zip(self.output_names, outputs))  # noqa: B905 - onnxruntime returns one per output
+
+    def _fits(self, inputs: Any) -> bool:
+        """Whether ``inputs`` is a dict of exactly the inputs, as numpy arrays of exactly their dtypes (no cast)."""
+        exact = self._exact
+        if exact is None or type(inputs) is not dict or len(inputs) != len(exact):
+            return False
+        for name, dtype in exact:
+            value = inputs.get(name)
+            if type(value) is not np.ndarray or value.dtype is not dtype:
+                return False
+        return True
 
     def _feeds(self, inputs: Any) -> dict[str, Any]:
         # The hot path: a dict of numpy arrays that already fit is passed on as it is.
