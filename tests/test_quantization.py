@@ -365,3 +365,18 @@ def test_qat_on_a_tensorflow_artifact_suggests_static():
     art = ob.export(model, np.ones((2, 4), np.float32))
     with pytest.raises(ob.InputError, match=r"trains PyTorch models.*static"):
         art.quantize("qat", train=lambda m: None)
+
+
+def test_accuracy_is_measured_where_the_attention_mask_holds_tokens():
+    from onnxbridge.quantize import _measure
+
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    hidden = np.arange(24, dtype=np.float32).reshape(2, 3, 4) + 1
+    masked = _measure.masked({"last_hidden_state": hidden, "pooled": hidden[:, 0]}, {"attention_mask": mask})
+    assert (masked["last_hidden_state"][mask == 0] == 0).all()
+    assert (masked["last_hidden_state"][mask == 1] == hidden[mask == 1]).all()
+    assert (masked["pooled"] == hidden[:, 0]).all()  # not [batch, sequence, ...]: left as it is
+    noisy = hidden.copy()
+    noisy[0, 2] += 100.0  # int8 error at a padded position: not the user's
+    ref, got = (_measure.masked({"h": h}, {"attention_mask": mask}) for h in (hidden, noisy))
+    assert _measure.compare([ref], [got])[0].max_abs_error == 0.0

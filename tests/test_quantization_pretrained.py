@@ -45,10 +45,12 @@ def _sentence_embeddings(art, tokens):
     return np.concatenate(out)
 
 
-def test_default_dynamic_int8_keeps_real_sentence_embeddings_within_099(exported):
+@pytest.mark.parametrize("calibrated", [True, False], ids=["calibration pairs", "no calibration data"])
+def test_default_dynamic_int8_keeps_real_sentence_embeddings_within_099(exported, calibrated):
     art, tokens = exported
+    calibration = [tokens(pair) for pair in CALIBRATION] if calibrated else None  # None: the README's one-liner
     # allow_slower: keep the int8 model whatever this machine's timing says (timing is not asserted in tests)
-    q = art.quantize("dynamic", calibration=[tokens(pair) for pair in CALIBRATION], allow_slower=True)
+    q = art.quantize("dynamic", calibration=calibration, allow_slower=True)
     report = q.quantization
     assert not report.kept_float
     assert report.settings["embeddings"] == "int8 per-row"
@@ -57,3 +59,19 @@ def test_default_dynamic_int8_keeps_real_sentence_embeddings_within_099(exported
     cosines = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert len(cosines) >= 30
     assert cosines.min() >= 0.99, SENTENCES[int(cosines.argmin())]
+
+
+def test_without_calibration_data_text_rows_of_every_length_are_made_from_the_sample(exported):
+    from onnxbridge.quantize import _data
+
+    _, tokens = exported
+    sample = tokens(SENTENCES[:2])
+    made = _data.text_rows(sample, vocabulary=30522)
+    lengths = made["attention_mask"].sum(axis=1)
+    assert lengths.min() == 3  # [CLS], one word, [SEP]: as short as "Hi!"
+    assert len(set(lengths.tolist())) == len(lengths)  # every row another length
+    first, last = sample["input_ids"][0, 0], sample["input_ids"][0, sample["attention_mask"][0].sum() - 1]
+    for row, length in zip(made["input_ids"], lengths, strict=True):
+        assert row[0] == first
+        assert row[length - 1] == last
+    assert (made["token_type_ids"] == 0).all()

@@ -20,7 +20,7 @@ from onnxbridge.running._feeds import as_feeds
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["check_feeds", "samples"]
+__all__ = ["check_feeds", "samples", "text_rows"]
 
 _BATCH_ROWS = 16  # a batched calibration array is measured in slices of this many rows
 
@@ -61,7 +61,63 @@ def samples(model: onnx.ModelProto, reference: Reference, calibration: Any) -> l
             "This artifact has no export sample to measure the quantized model on; pass calibration=[...] samples."
         )
     sample = {k: v for k, v in sample.items() if k in names}
-    return [feeds for _, feeds in _validation.variants(sample, dict(reference.dynamic_axes), list(sample))]
+    made = [feeds for _, feeds in _validation.variants(sample, dict(reference.dynamic_axes), list(sample))]
+    text = text_rows(sample, _vocabulary(model))
+    return made + ([text] if text is not None else [])
+
+
+SHORT = (1, 2, 3, 5, 8, 13, 21)  # content tokens per made-up text row: very short ones first
+
+
+def text_rows(sample: Feeds, vocabulary: int | None) -> Feeds | None:
+    """A batch of token rows of varied lengths made from a text sample, for measuring without data.
+
+    Users' inputs are often much shorter than an export sample (a greeting, a title), and int8
+    error on short inputs is what the sample's two sentences do not show. Each row keeps the
+    sample's first token and its last real one (``[CLS]`` ... ``[SEP]``), with content tokens
+    taken from the sample's own rows in turn and, past them, drawn from the vocabulary (the
+    embedding table's rows). ``None`` unless the sample is ``input_ids`` and ``attention_mask``
+    (and ``token_type_ids``) of rank 2.
+    """
+    ids, mask = sample.get("input_ids"), sample.get("attention_mask")
+    if ids is None or mask is None or ids.ndim != 2 or mask.shape != ids.shape or not set(sample) <= TEXT_INPUTS:
+        return None
+    real = [row[m.astype(bool)] for row, m in zip(ids, mask, strict=True)]
+    real = [r for r in real if len(r) >= 2]
+    if not real:
+        return None
+    first, last = real[0][0], real[0][-1]
+    content = np.concatenate([r[1:-1] for r in real])
+    rng = np.random.default_rng(0)
+    rows = []
+    for count in SHORT:
+        own = content[np.arange(count) % len(content)] if len(content) else np.zeros(0, ids.dtype)
+        if count > len(content) and vocabulary:  # past the sample's words: the vocabulary's
+            own[len(content) :] = rng.integers(min(1000, vocabulary // 2), vocabulary, count - len(content))
+        rows.append(np.concatenate([[first], own, [last]]).astype(ids.dtype))
+    width = max(len(r) for r in rows)
+    pad = ids[~mask.astype(bool)][0] if (~mask.astype(bool)).any() else np.zeros((), ids.dtype)
+    made = {
+        "input_ids": np.stack([np.concatenate([r, np.full(width - len(r), pad, ids.dtype)]) for r in rows]),
+        "attention_mask": np.stack([(np.arange(width) < len(r)).astype(mask.dtype) for r in rows]),
+    }
+    if "token_type_ids" in sample:
+        made["token_type_ids"] = np.zeros_like(made["input_ids"], dtype=sample["token_type_ids"].dtype)
+    return made
+
+
+TEXT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+
+
+def _vocabulary(model: onnx.ModelProto) -> int | None:
+    """Rows of the token embedding table (the largest 2-D float initializer a Gather reads), if any."""
+    from onnx import TensorProto
+
+    tables = {
+        i.name: int(i.dims[0]) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT and len(i.dims) == 2
+    }
+    read = [tables[n.input[0]] for n in model.graph.node if n.op_type == "Gather" and n.input and n.input[0] in tables]
+    return max(read) if read else None
 
 
 def check_feeds(model: onnx.ModelProto, feeds: Feeds, where: str) -> Feeds:

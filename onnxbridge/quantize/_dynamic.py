@@ -11,9 +11,10 @@ weight-only ``MatMulNBits`` (smaller, but slower than float on CPUs without VNNI
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge.quantize import _passes
+from onnxbridge.quantize import _passes, _saturation
 from onnxbridge.quantize._types import QuantizationMode
 from onnxbridge.quantize._weight_only import matmul_nbits
 
@@ -36,6 +37,7 @@ class DynamicInt8:
         embeddings: bool = False,
         protect: str | None = None,
         keep_float: Sequence[str] = (),
+        saturation: bool | None = None,
     ) -> None:
         self.per_channel = per_channel
         self.op_types = list(op_types or DEFAULT_OPS)
@@ -54,6 +56,9 @@ class DynamicInt8:
             )
         )
         self.prepare = _passes.Prepared(gemm_to_matmul=True)
+        # whether this CPU's U8S8 kernel can saturate (x86 without VNNI): None asks the CPU
+        self.saturation = _saturation.cpu_saturates_u8s8() if saturation is None else saturation
+        self.reduced: list[str] = []  # the MatMuls given 7-bit weights by the last call
 
     def settings(self, exclude: list[str]) -> dict[str, Any]:
         settings: dict[str, Any] = {"per_channel": self.per_channel, "weights": "int8", "op_types": self.op_types}
@@ -63,6 +68,8 @@ class DynamicInt8:
             settings[f"sensitive MatMuls kept {self.protect}"] = protected
         if [n for n in exclude if n not in protected]:
             settings["exclude"] = [n for n in exclude if n not in protected]
+        if self.reduced:
+            settings["7-bit weights (U8S8 saturation on this CPU, no VNNI)"] = list(self.reduced)
         return settings
 
     def _weight_only(self, exclude: list[str]) -> list[str]:
@@ -85,19 +92,23 @@ class DynamicInt8:
 
         prepared = self.prepare(model)
         excluded = _passes.matching_nodes(prepared, exclude)
+        candidates = [n for n in self.candidates(model) if n not in set(excluded)]
+        self.reduced = _saturation.saturating(prepared, candidates) if self.saturation else []
+        options = {
+            "op_types_to_quantize": self.op_types,
+            "per_channel": self.per_channel,
+            "weight_type": q.QuantType.QInt8,
+            "use_external_data_format": _passes.is_large(prepared),
+            # Shape inference cannot type tensors behind contrib operators (optimized graphs);
+            # onnxruntime then needs the default type said outright.
+            "extra_options": {"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+        }
         with _passes.on_disk(prepared) as (source, target):
-            q.quantize_dynamic(
-                source,
-                target,
-                op_types_to_quantize=self.op_types,
-                per_channel=self.per_channel,
-                weight_type=q.QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                use_external_data_format=_passes.is_large(prepared),
-                # Shape inference cannot type tensors behind contrib operators (optimized graphs);
-                # onnxruntime then needs the default type said outright.
-                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
+            if self.reduced:  # those MatMuls first, with 7-bit weights; then the rest, with 8
+                middle = str(Path(target).with_name("reduced.onnx"))
+                q.quantize_dynamic(source, middle, nodes_to_quantize=self.reduced, reduce_range=True, **options)
+                source = middle
+            q.quantize_dynamic(source, target, nodes_to_exclude=[*excluded, *self.reduced], **options)
             quantized = onnx.load_model(target)
         weight_only = set(self._weight_only(excluded))
         if weight_only:

@@ -29,9 +29,27 @@ def session(model: onnx.ModelProto, *, threads: int | None = None) -> Session:
 
 
 def run_all(model: onnx.ModelProto | Session, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
-    """Outputs of ``model`` on every sample."""
+    """Outputs of ``model`` on every sample, zero where the sample's ``attention_mask`` is 0 (see :func:`masked`)."""
     sess = model if isinstance(model, Session) else session(model)
-    return [sess.run({k: v for k, v in feeds.items() if k in sess.input_names}) for feeds in samples]
+    return [masked(sess.run({k: v for k, v in feeds.items() if k in sess.input_names}), feeds) for feeds in samples]
+
+
+def masked(outputs: dict[str, np.ndarray], feeds: Feeds) -> dict[str, np.ndarray]:
+    """``outputs`` with every ``[batch, sequence, ...]`` one set to 0 at padding (``attention_mask`` 0).
+
+    What a model computes at padding is not part of its answer, and int8 error there is not the
+    user's: comparing both sides with padding zeroed measures only the positions that hold tokens.
+    """
+    mask = feeds.get("attention_mask")
+    if mask is None or np.ndim(mask) != 2 or np.all(mask):
+        return outputs
+    keep = np.asarray(mask).astype(bool)
+    return {
+        name: np.where(keep.reshape(keep.shape + (1,) * (value.ndim - 2)), value, np.zeros((), value.dtype))
+        if value.ndim >= 2 and value.shape[:2] == keep.shape and value.dtype.kind == "f"
+        else value
+        for name, value in outputs.items()
+    }
 
 
 def _rows(array: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ class Int8Simulator:
         runs = []
         for feeds in self.samples:
             inputs = {k: v for k, v in feeds.items() if k in self._session.input_names}
-            runs.append(self._session.run({**inputs, GATES: gates}))
+            runs.append(_measure.masked(self._session.run({**inputs, GATES: gates}), feeds))
         return runs
 
     def accuracy(self, quantized: Sequence[str]) -> list[OutputAccuracy]:
