@@ -136,9 +136,8 @@ def _keep_if_faster(
     batch_sizes: Sequence[int] = (),
 ) -> onnx.ModelProto:
     """``model``, or ``parent`` where an int8 ``model`` is slower at every batch measured (see the docs)."""
-    sessions = _measure.session(parent), _measure.session(model)  # onnxruntime's default threads; one pair for all
     for batch, feeds in _latency_feeds(samples, batch_sizes):
-        ratio = _measure.latency_ratio(*sessions, feeds)
+        ratio = _measure.latency_ratio(parent, model, feeds, threads=None)
         if ratio:
             report.latency_ratios[batch] = ratio
     ratios = report.latency_ratios
