@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from onnxbridge.checks._validation_report import NOISE_ULPS
+from onnxbridge.checks._validation_report import float32_noise
 from onnxbridge.core._types import Feeds
 
 __all__ = ["TASK", "align", "placed_within_noise"]
@@ -72,10 +72,9 @@ def _match(
     """For each reference detection, the index of its match in ``got``; ``None`` unless all match one to one."""
     if len(boxes) != len(want_boxes) or boxes.ndim != 2 or want_boxes.ndim != 2:
         return None
-    eps = float(np.finfo(np.float32).eps) * NOISE_ULPS
-    box_noise = eps * float(np.abs(want_boxes).max(initial=0.0))
+    box_noise = float32_noise(want_boxes)
     top_score = float(np.abs(want_scores).max(initial=0.0))
-    score_noise = eps * top_score
+    score_noise = float32_noise(top_score)
     used = np.zeros(len(boxes), dtype=bool)
     order = np.empty(len(want_boxes), dtype=np.int64)
     for j in range(len(want_boxes)):
@@ -143,7 +142,7 @@ def _keypoints_within_noise(
         return False
     offset = np.abs(xy_got - xy_ref).max(axis=-1, initial=0.0)
     extent = float(np.abs(xy_ref).max(initial=0.0))  # positions judged relative to the image's extent, as boxes
-    noise = atol + float(np.finfo(np.float32).eps) * NOISE_ULPS * extent
+    noise = atol + float32_noise(extent)
     same_score = np.abs(mine - theirs) <= _tolerance(_extent(theirs), rtol, atol)
     # moved past float noise, by two pixels at most: read its heatmap (and its box's features) elsewhere
     shifted = (offset > noise) & (offset <= _KEYPOINT_PIXELS + noise + rtol * extent)
@@ -152,7 +151,7 @@ def _keypoints_within_noise(
 
 def _tolerance(ref: np.ndarray, rtol: float, atol: float) -> np.ndarray:
     """Elementwise ``atol + rtol * |ref|`` plus the noise band of ``ref``'s largest value."""
-    noise = float(np.finfo(np.float32).eps) * NOISE_ULPS * float(np.abs(ref).max(initial=0.0))
+    noise = float32_noise(ref)
     return atol + rtol * np.abs(ref) + noise
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbridge.checks._validation_report import NOISE_ULPS
+from onnxbridge.checks._validation_report import float32_noise
 from onnxbridge.core._types import Feeds
 
 __all__ = ["decided_by_ties"]
@@ -32,17 +32,13 @@ def decided_by_ties(name: str, got: Feeds, ref: Feeds, rtol: float, atol: float)
     if labels.shape != want.shape or table.ndim != 2 or table.shape[0] != len(want):
         return False
     if not np.allclose(
-        np.asarray(got[scores], dtype=np.float64).reshape(table.shape), table, rtol, atol + _noise(table)
+        np.asarray(got[scores], dtype=np.float64).reshape(table.shape), table, rtol, atol + float32_noise(table)
     ):
         return False  # the scores differ: the label's difference is not a tie's
     mismatch = np.any(labels.reshape(len(labels), -1) != want.reshape(len(want), -1), axis=1)
     if not mismatch.any():
         return False
     if table.shape[1] == 1:  # a binary decision score: the tie is at 0
-        return bool((np.abs(table[mismatch, 0]) <= atol + _noise(table)).all())
+        return bool((np.abs(table[mismatch, 0]) <= atol + float32_noise(table)).all())
     top = np.sort(table[mismatch], axis=1)[:, -2:]
-    return bool((top[:, 1] - top[:, 0] <= atol + rtol * np.abs(top[:, 1]) + _noise(table)).all())
-
-
-def _noise(table: np.ndarray) -> float:
-    return float(np.finfo(np.float32).eps) * NOISE_ULPS * float(np.abs(table).max(initial=0.0))
+    return bool((top[:, 1] - top[:, 0] <= atol + rtol * np.abs(top[:, 1]) + float32_noise(table)).all())

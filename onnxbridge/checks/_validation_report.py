@@ -10,11 +10,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from onnxbridge.core._tables import text_table
 
-__all__ = ["FEW_ROWS", "NOISE_ULPS", "PARITY", "Check", "OutputComparison", "ValidationReport"]
+__all__ = ["FEW_ROWS", "NOISE_ULPS", "PARITY", "Check", "OutputComparison", "ValidationReport", "float32_noise"]
 
 NOISE_ULPS = 128  # float summation noise allowed, in units in the last place of an output's largest value
+
+
+def float32_noise(values: Any) -> float:
+    """:data:`NOISE_ULPS` float32 ulp of the largest ``|value|`` (0 for none): summation noise at that scale."""
+    return float(np.finfo(np.float32).eps) * NOISE_ULPS * float(np.abs(np.asarray(values)).max(initial=0.0))
+
+
 FEW_ROWS = 32  # fewer distinct input rows than this, from the sample alone, and the report asks for real ones
 PARITY = "numeric parity"
 
